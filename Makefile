@@ -1,0 +1,26 @@
+# Two commands on a fresh machine with only Python 3.11+: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) -m experiments.train $(ARGS)
+
+test: setup
+	$(PY) -m pytest -n 2 -q $(ARGS)
+
+bench: setup
+	$(PY) tools/bench.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,288 @@
+"""Fixed-shape batches from encoded reviews: length buckets, per-epoch order, multi-host slices.
+
+Shapes. A run compiles one program per bucket shape, so reviews are grouped into a handful of
+buckets: `[S, W]` (sentences x words) for the hierarchical layout, `[T]` tokens for the flat one.
+A review goes to the smallest bucket it fits; one larger than every bucket is truncated.
+
+Truncation policy (documented, counted by `padding_report`): a review keeps its first S sentences
+and each sentence its first W words (hierarchical); its first T tokens (flat). Buckets chosen by
+`choose_buckets` fit every review up to the caps `max_sentences` / `max_words` / `max_tokens`.
+
+Order. Epoch e of a run with seed s is a pure function of (s, e): reviews are shuffled within
+buckets, cut into global batches, and the batches shuffled. So a run resumed at (epoch, step)
+sees exactly the batches an uninterrupted run would, and every host computes the same plan.
+
+Completeness. No review is dropped: a bucket's last batch is filled with padding rows of weight 0.
+Evaluation visits every review exactly once, so weighted metric sums are exact.
+
+Multi-host. With P processes, process p gets rows [p*B/P, (p+1)*B/P) of every global batch of B:
+disjoint, and together complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+
+from jaxreviews.data.corpus import EncodedReviews, concatenated_ranges
+
+Layout = Literal["hierarchical", "flat", "ids"]
+Batch = dict[str, np.ndarray]
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return max(multiple, int(math.ceil(x / multiple)) * multiple)
+
+
+def choose_buckets(data: EncodedReviews, layout: Layout, *, num_buckets: int = 6,
+                   max_sentences: int = 32, max_words: int = 64, max_tokens: int = 512,
+                   multiple: int = 4) -> tuple[tuple[int, ...], ...]:
+    """A few bucket shapes that cover the reviews with little padding.
+
+    Flat: lengths at equal-token-mass quantiles. Hierarchical: sentence-count groups (about
+    sqrt(num_buckets) of them), each split by longest-sentence length; every shape is the largest
+    review of its group, rounded up to `multiple` and capped.
+    """
+    arrays = data.arrays
+    if layout == "ids":
+        return ((),)
+    if layout == "flat":
+        lengths = np.minimum(arrays.num_tokens, max_tokens)
+        return tuple((t,) for t in _quantile_edges(lengths, num_buckets, multiple, max_tokens))
+    sentences = np.clip(arrays.num_sentences, 1, max_sentences)
+    words = np.clip(arrays.longest_sentence, 1, max_words)
+    num_sentence_groups = max(1, round(math.sqrt(num_buckets)))
+    shapes = set()
+    sentence_edges = _quantile_edges(sentences, num_sentence_groups, 1, max_sentences)
+    lower = 0
+    for s in sentence_edges:
+        members = (sentences > lower) & (sentences <= s)
+        lower = s
+        if not members.any():
+            continue
+        per_group = max(1, num_buckets // len(sentence_edges))
+        for w in _quantile_edges(words[members], per_group, multiple, max_words):
+            shapes.add((int(s), int(w)))
+    return tuple(sorted(shapes))
+
+
+def _quantile_edges(values: np.ndarray, count: int, multiple: int, cap: int) -> list[int]:
+    """Upper edges that split `values` into `count` groups of about equal padded mass."""
+    if values.size == 0:
+        return [_round_up(1, multiple)]
+    order = np.sort(values)
+    mass = np.cumsum(order)
+    edges = []
+    for q in range(1, count + 1):
+        position = min(len(order) - 1, int(np.searchsorted(mass, mass[-1] * q / count)))
+        edges.append(min(cap, _round_up(int(order[position]), multiple)))
+    return sorted(set(edges))
+
+
+def assign_buckets(data: EncodedReviews, layout: Layout, buckets: Sequence[tuple[int, ...]]) -> np.ndarray:
+    """int64 [N]: for each review the index of the smallest bucket it fits (else the largest)."""
+    arrays = data.arrays
+    if layout == "ids":
+        return np.zeros(len(data), np.int64)
+    area = np.array([math.prod(b) for b in buckets])
+    order = np.argsort(area, kind="stable")
+    if layout == "flat":
+        need = [arrays.num_tokens]
+    else:
+        need = [np.maximum(arrays.num_sentences, 1), np.maximum(arrays.longest_sentence, 1)]
+    assigned = np.full(len(data), order[-1], np.int64)
+    placed = np.zeros(len(data), bool)
+    for b in order:  # smallest first
+        fits = ~placed
+        for dim, n in enumerate(need):
+            fits &= n <= buckets[b][dim]
+        assigned[fits] = b
+        placed |= fits
+    return assigned
+
+
+def make_batch(data: EncodedReviews, indices: np.ndarray, layout: Layout, shape: tuple[int, ...],
+               *, rating_range: tuple[float, float], rating_step: float = 1.0) -> Batch:
+    """The batch of the reviews at `indices` (-1 = a padding row of weight 0), in `shape`."""
+    arrays = data.arrays
+    indices = np.asarray(indices, np.int64)
+    real = indices >= 0
+    rows = np.where(real, indices, 0)
+    batch_size = len(indices)
+    num_classes = int(round((rating_range[1] - rating_range[0]) / rating_step)) + 1
+    rating = np.where(real, arrays.ratings[rows], rating_range[0]).astype(np.float32)
+    batch = {
+        "user": np.where(real, arrays.users[rows], 0).astype(np.int32),
+        "product": np.where(real, arrays.products[rows], 0).astype(np.int32),
+        "label": np.clip(np.rint((rating - rating_range[0]) / rating_step), 0, num_classes - 1).astype(np.int32),
+        "rating": rating,
+        "weight": real.astype(np.float32),
+    }
+    if layout == "ids":
+        return batch
+    real_rows = np.flatnonzero(real)
+    sentence_counts = arrays.num_sentences[rows[real_rows]]
+    if layout == "hierarchical":
+        max_sentences, max_words = shape
+        kept_sentences = np.minimum(sentence_counts, max_sentences)
+        sentences = concatenated_ranges(arrays.sentence_offsets[rows[real_rows]], kept_sentences)
+        sentence_row = np.repeat(real_rows, kept_sentences)
+        sentence_slot = concatenated_ranges(np.zeros_like(kept_sentences), kept_sentences)
+        lengths = np.minimum(arrays.sentence_lengths[sentences], max_words)
+        tokens = concatenated_ranges(arrays.token_offsets[sentences], lengths)
+        words = np.zeros((batch_size, max_sentences, max_words), np.int32)
+        words[np.repeat(sentence_row, lengths), np.repeat(sentence_slot, lengths),
+              concatenated_ranges(np.zeros_like(lengths), lengths)] = arrays.token_ids[tokens]
+        batch["words"] = words
+        batch["word_mask"] = words != 0
+        batch["sentence_mask"] = batch["word_mask"].any(-1)
+    else:
+        (max_tokens,) = shape
+        starts = arrays.token_offsets[arrays.sentence_offsets[rows[real_rows]]]
+        lengths = np.minimum(arrays.num_tokens[rows[real_rows]], max_tokens)
+        tokens = np.zeros((batch_size, max_tokens), np.int32)
+        tokens[np.repeat(real_rows, lengths), concatenated_ranges(np.zeros_like(lengths), lengths)] = \
+            arrays.token_ids[concatenated_ranges(starts, lengths)]
+        batch["tokens"] = tokens
+        batch["token_mask"] = tokens != 0
+    return batch
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedBatch:
+    bucket: int
+    indices: np.ndarray  # int64 [global batch]; -1 marks a padding row
+
+
+class Batcher:
+    """Batches of one split for one layout; deterministic in (seed, epoch), sliced per process."""
+
+    def __init__(self, data: EncodedReviews, *, layout: Layout, batch_size: int,
+                 buckets: Sequence[tuple[int, ...]] | None = None, seed: int = 0,
+                 rating_range: tuple[float, float] = (1.0, 5.0), rating_step: float = 1.0,
+                 process_index: int = 0, process_count: int = 1, **bucket_options):
+        if batch_size % process_count:
+            raise ValueError(f"global batch size {batch_size} is not divisible by {process_count} processes")
+        if len(data) == 0:
+            raise ValueError("cannot batch an empty split")
+        self.data, self.layout, self.batch_size, self.seed = data, layout, batch_size, seed
+        self.rating_range, self.rating_step = rating_range, rating_step
+        self.process_index, self.process_count = process_index, process_count
+        self.buckets = tuple(buckets) if buckets else choose_buckets(data, layout, **bucket_options)
+        self.assignment = assign_buckets(data, layout, self.buckets)
+        self.members = [np.flatnonzero(self.assignment == b) for b in range(len(self.buckets))]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return sum(math.ceil(len(m) / self.batch_size) for m in self.members)
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.batch_size // self.process_count
+
+    def _chunks(self, members_of_buckets: Sequence[np.ndarray]) -> list[PlannedBatch]:
+        plan = []
+        for bucket, members in enumerate(members_of_buckets):
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                padded = np.full(self.batch_size, -1, np.int64)
+                padded[:len(chunk)] = chunk
+                plan.append(PlannedBatch(bucket, padded))
+        return plan
+
+    def epoch_plan(self, epoch: int) -> list[PlannedBatch]:
+        """The global batches of a training epoch, in order: a pure function of (seed, epoch)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        plan = self._chunks([rng.permutation(m) for m in self.members])
+        return [plan[i] for i in rng.permutation(len(plan))]
+
+    def eval_plan(self) -> list[PlannedBatch]:
+        """Every review once, in bucket order."""
+        return self._chunks(self.members)
+
+    def _local(self, planned: PlannedBatch) -> Batch:
+        rows = slice(self.process_index * self.local_batch_size, (self.process_index + 1) * self.local_batch_size)
+        return make_batch(self.data, planned.indices[rows], self.layout, self.buckets[planned.bucket],
+                          rating_range=self.rating_range, rating_step=self.rating_step)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This process's part of the training batches of `epoch`, from `start_step` on (resume)."""
+        for planned in self.epoch_plan(epoch)[start_step:]:
+            yield self._local(planned)
+
+    def evaluation(self) -> Iterator[Batch]:
+        for planned in self.eval_plan():
+            yield self._local(planned)
+
+    def padding_report(self) -> dict:
+        """Real tokens / padded token slots over an epoch (padding rows included), and truncation."""
+        arrays = self.data.arrays
+        if self.layout == "ids":
+            return {"efficiency": 1.0, "truncated_tokens": 0, "tokens": 0, "buckets": [()]}
+        lengths, per_bucket = arrays.num_tokens, []
+        kept_total = slots_total = 0
+        for bucket, members in zip(self.buckets, self.members):
+            slots = math.ceil(len(members) / self.batch_size) * self.batch_size * math.prod(bucket)
+            kept = int(self._kept_tokens(members, bucket).sum())
+            per_bucket.append({"shape": list(bucket), "reviews": len(members),
+                               "efficiency": round(kept / slots, 4) if slots else 0.0})
+            kept_total += kept
+            slots_total += slots
+        total = int(lengths.sum())
+        return {"efficiency": round(kept_total / max(1, slots_total), 4), "tokens": total,
+                "truncated_tokens": total - kept_total, "buckets": per_bucket}
+
+    def _kept_tokens(self, members: np.ndarray, bucket: tuple[int, ...]) -> np.ndarray:
+        arrays = self.data.arrays
+        if self.layout == "flat":
+            return np.minimum(arrays.num_tokens[members], bucket[0])
+        max_sentences, max_words = bucket
+        counts = np.minimum(arrays.num_sentences[members], max_sentences)
+        sentences = concatenated_ranges(arrays.sentence_offsets[members], counts)
+        return np.minimum(arrays.sentence_lengths[sentences], max_words)
+
+
+def prefetch(batches: Iterator[Batch], size: int = 2,
+             transform: Callable[[Batch], object] | None = None) -> Iterator[object]:
+    """Builds (and optionally transforms, e.g. `jax.device_put`) the next `size` batches on a
+    background thread, so the next batch is ready when a step ends. Errors surface in the caller."""
+    if size <= 0:
+        yield from (transform(b) if transform else b for b in batches)
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in batches:
+                item = transform(batch) if transform else batch
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(done)
+        except BaseException as error:  # handed to the consumer
+            buffer.put(error)
+
+    thread = threading.Thread(target=produce, daemon=True, name="jaxreviews-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
