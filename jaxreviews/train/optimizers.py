@@ -1,0 +1,173 @@
+"""Optax optimisers, schedules, clipping, accumulation and parameter freezing, from config.
+
+Schedules are written in epochs in the config and turned into optimiser steps here, so a config
+reads the same whatever the data size. Frozen groups (a regex over parameter paths such as
+`word_embedding`) keep an optimiser state of their own that does not move until their unfreeze
+epoch, so their Adam moments start fresh then instead of decaying towards zero meanwhile.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
+SCHEDULES = ("constant", "exponential", "step", "warmup_cosine", "one_cycle", "sgdr")
+
+
+def default_optimizer_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "adam"
+    c.learning_rate = 1e-3
+    c.scale_with_batch = False  # linear scaling: lr * batch_size / base_batch_size
+    c.base_batch_size = 32
+    c.b1, c.b2, c.eps = 0.9, 0.999, 1e-8
+    c.momentum = 0.9  # sgd / rmsprop
+    c.nesterov = False
+    c.weight_decay = 0.0  # decoupled (AdamW style) for every optimiser
+    c.l2 = 0.0  # penalties added to the loss, on kernels and embeddings
+    c.l1 = 0.0
+    c.clip_norm = 0.0  # global-norm clipping; 0 = off
+    c.accumulation_steps = 1  # gradient accumulation (optax.MultiSteps)
+    c.freeze = ""  # regex over parameter paths, e.g. "word_embedding"
+    c.unfreeze_epoch = -1  # epoch at which the frozen group starts training; -1 = never
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "constant"
+    c.schedule.warmup_epochs = 0.0
+    c.schedule.decay_rate = 0.5  # exponential: factor per `decay_epochs`; step: factor each time
+    c.schedule.decay_epochs = 1.0
+    c.schedule.end_factor = 0.01  # warmup_cosine: final lr / peak lr
+    c.schedule.cycle_epochs = 2.0  # sgdr: length of the first cycle
+    c.schedule.cycle_mult = 1  # sgdr: each cycle this many times longer
+    return c
+
+
+def peak_learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:
+    lr = config.learning_rate
+    return lr * batch_size / config.base_batch_size if config.scale_with_batch else lr
+
+
+def make_schedule(config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_epochs: int,
+                  batch_size: int) -> optax.Schedule:
+    """The learning rate as a function of the optimiser step."""
+    s, lr = config.schedule, peak_learning_rate(config, batch_size)
+    steps_per_epoch = max(1, steps_per_epoch // max(1, config.accumulation_steps))
+    total = max(1, steps_per_epoch * total_epochs)
+    warmup = int(s.warmup_epochs * steps_per_epoch)
+    if s.name == "constant":
+        main = optax.constant_schedule(lr)
+    elif s.name == "exponential":
+        main = optax.exponential_decay(lr, max(1, int(s.decay_epochs * steps_per_epoch)), s.decay_rate)
+    elif s.name == "step":
+        main = optax.exponential_decay(lr, max(1, int(s.decay_epochs * steps_per_epoch)), s.decay_rate,
+                                       staircase=True)
+    elif s.name == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(warmup + 1, total), lr * s.end_factor)
+    elif s.name == "one_cycle":
+        return optax.cosine_onecycle_schedule(total, lr)
+    elif s.name == "sgdr":
+        cycles, length, start = [], max(1, int(s.cycle_epochs * steps_per_epoch)), 0
+        while start < total:
+            cycles.append(dict(init_value=lr if start == 0 or not warmup else 0.0, peak_value=lr,
+                               warmup_steps=min(warmup, length - 1), decay_steps=length, end_value=0.0))
+            start += length
+            length *= max(1, int(s.cycle_mult))
+        return optax.sgdr_schedule(cycles)
+    else:
+        raise ValueError(f"optimizer.schedule.name={s.name!r}: choose one of {SCHEDULES}")
+    if warmup:
+        return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+    return main
+
+
+class GatedState(NamedTuple):
+    count: jax.Array
+    inner: Any
+
+
+def gated(inner: optax.GradientTransformation, open_at_step: int) -> optax.GradientTransformation:
+    """`inner` that gives zero updates, and leaves its state untouched, before `open_at_step`."""
+
+    def init(params):
+        return GatedState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        def closed(_):
+            return jax.tree.map(jnp.zeros_like, updates), state.inner
+
+        def opened(_):
+            return inner.update(updates, state.inner, params)
+
+        if open_at_step < 0:
+            new_updates, new_inner = closed(None)
+        else:
+            new_updates, new_inner = jax.lax.cond(state.count >= open_at_step, opened, closed, None)
+        return new_updates, GatedState(state.count + 1, new_inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def path_name(path) -> str:
+    """'word_encoder/forward/kernel' for a jax key path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def freeze_labels(params, pattern: str):
+    regex = re.compile(pattern)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if regex.search(path_name(path)) else "trainable", params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_epochs: int,
+                   batch_size: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    schedule = make_schedule(config, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs,
+                             batch_size=batch_size)
+    if config.name in ("adam", "adamw"):
+        core = optax.scale_by_adam(config.b1, config.b2, config.eps)
+    elif config.name == "sgd":
+        core = (optax.trace(config.momentum, nesterov=config.nesterov) if config.momentum
+                else optax.identity())
+    elif config.name == "adagrad":
+        core = optax.scale_by_rss(initial_accumulator_value=0.1, eps=1e-7)
+    elif config.name == "rmsprop":
+        core = optax.chain(optax.scale_by_rms(decay=0.9, eps=config.eps),
+                           optax.trace(config.momentum) if config.momentum else optax.identity())
+    else:
+        raise ValueError(f"optimizer.name={config.name!r}: choose one of {OPTIMIZERS}")
+    parts = [core]
+    if config.weight_decay:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    parts.append(optax.scale_by_learning_rate(schedule))
+    tx = optax.chain(*parts)
+    if config.clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
+    if config.freeze:
+        opens_at = (-1 if config.unfreeze_epoch < 0
+                    else config.unfreeze_epoch * steps_per_epoch // max(1, config.accumulation_steps))
+        # Clipping inside each group would clip the groups separately: clip the whole first.
+        inner = optax.chain(*parts)
+        tx = optax.multi_transform({"trainable": inner, "frozen": gated(optax.chain(*parts), opens_at)},
+                                   lambda params: freeze_labels(params, config.freeze))
+        if config.clip_norm:
+            tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
+    if config.accumulation_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=config.accumulation_steps)
+    return tx, schedule
+
+
+def penalty(params, *, l1: float, l2: float) -> jax.Array:
+    """l1 * sum|w| + l2/2 * sum w^2 over matrices and tables (biases and norm scales excluded)."""
+    total = jnp.zeros([], jnp.float32)
+    if not (l1 or l2):
+        return total
+    for leaf in jax.tree.leaves(params):
+        if leaf.ndim >= 2:
+            if l1:
+                total += l1 * jnp.abs(leaf).sum()
+            if l2:
+                total += 0.5 * l2 * jnp.square(leaf).sum()
+    return total
