@@ -191,3 +191,23 @@ def test_prefetch_yields_in_order_and_raises_errors():
         raise RuntimeError("boom")
     with pytest.raises(RuntimeError, match="boom"):
         list(batching.prefetch(broken()))
+
+
+def test_wrap_sentences_keeps_every_token_in_order(encoded):
+    arrays = encoded.arrays
+    wrapped = arrays.wrap_sentences(5)
+    np.testing.assert_array_equal(wrapped.token_ids, arrays.token_ids)
+    np.testing.assert_array_equal(wrapped.num_tokens, arrays.num_tokens)
+    assert wrapped.sentence_lengths.max() <= 5
+    r = int(np.argmax(arrays.longest_sentence))
+    long = arrays.review_tokens(r)
+    np.testing.assert_array_equal(np.concatenate(wrapped.review_tokens(r)), np.concatenate(long))
+    assert len(wrapped.review_tokens(r)) == sum(-(-len(s) // 5) for s in long)
+
+
+def test_chosen_buckets_fit_most_reviews_and_beat_one_shape(encoded):
+    one = batching.Batcher(encoded, layout="flat", batch_size=8, num_buckets=1)
+    several = batching.Batcher(encoded, layout="flat", batch_size=8, num_buckets=5)
+    assert len(one.buckets) == 1 and len(several.buckets) <= 5
+    assert several.padding_report()["efficiency"] > one.padding_report()["efficiency"]
+    assert several.padding_report()["truncated_tokens"] == 0

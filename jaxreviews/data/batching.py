@@ -44,44 +44,44 @@ def choose_buckets(data: EncodedReviews, layout: Layout, *, num_buckets: int = 6
                    multiple: int = 4) -> tuple[tuple[int, ...], ...]:
     """A few bucket shapes that cover the reviews with little padding.
 
-    Flat: lengths at equal-token-mass quantiles. Hierarchical: sentence-count groups (about
-    sqrt(num_buckets) of them), each split by longest-sentence length; every shape is the largest
-    review of its group, rounded up to `multiple` and capped.
+    Greedy: start from the catch-all shape (the largest review, within the caps), then add, one at
+    a time, the candidate shape that saves the most padded slots, until `num_buckets`. Candidates
+    are quantiles of each dimension, rounded up to `multiple` (words / tokens) or 1 (sentences).
     """
     arrays = data.arrays
     if layout == "ids":
         return ((),)
     if layout == "flat":
-        lengths = np.minimum(arrays.num_tokens, max_tokens)
-        return tuple((t,) for t in _quantile_edges(lengths, num_buckets, multiple, max_tokens))
-    sentences = np.clip(arrays.num_sentences, 1, max_sentences)
-    words = np.clip(arrays.longest_sentence, 1, max_words)
-    num_sentence_groups = max(1, round(math.sqrt(num_buckets)))
-    shapes = set()
-    sentence_edges = _quantile_edges(sentences, num_sentence_groups, 1, max_sentences)
-    lower = 0
-    for s in sentence_edges:
-        members = (sentences > lower) & (sentences <= s)
-        lower = s
-        if not members.any():
-            continue
-        per_group = max(1, num_buckets // len(sentence_edges))
-        for w in _quantile_edges(words[members], per_group, multiple, max_words):
-            shapes.add((int(s), int(w)))
-    return tuple(sorted(shapes))
+        needs = [np.clip(arrays.num_tokens, 1, max_tokens)]
+        multiples = [multiple]
+    else:
+        needs = [np.clip(arrays.num_sentences, 1, max_sentences), np.clip(arrays.longest_sentence, 1, max_words)]
+        multiples = [1, multiple]
+    if len(data) > 20000:  # the choice needs the distribution, not every review
+        rows = np.random.default_rng(0).choice(len(data), 20000, replace=False)
+        needs = [n[rows] for n in needs]
+    values = [np.unique(_round_up_array(np.quantile(n, np.linspace(0, 1, 33)), m)) for n, m in zip(needs, multiples)]
+    largest = tuple(_round_up(int(n.max()), m) for n, m in zip(needs, multiples))
+    grids = np.meshgrid(*values, indexing="ij")
+    candidates = np.stack([g.ravel() for g in grids], axis=1)  # [C, dims]
+    fits = np.ones((len(candidates), len(needs[0])), bool)
+    for dim, need in enumerate(needs):
+        fits &= need[None, :] <= candidates[:, dim:dim + 1]
+    area = np.prod(candidates, axis=1).astype(np.float64)
+    chosen = [largest]
+    current = np.full(len(needs[0]), float(np.prod(largest)))
+    for _ in range(num_buckets - 1):
+        saving = (np.maximum(current[None, :] - area[:, None], 0) * fits).sum(axis=1)
+        best = int(np.argmax(saving))
+        if saving[best] <= 0:
+            break
+        chosen.append(tuple(int(v) for v in candidates[best]))
+        current = np.where(fits[best], np.minimum(current, area[best]), current)
+    return tuple(sorted(set(chosen)))
 
 
-def _quantile_edges(values: np.ndarray, count: int, multiple: int, cap: int) -> list[int]:
-    """Upper edges that split `values` into `count` groups of about equal padded mass."""
-    if values.size == 0:
-        return [_round_up(1, multiple)]
-    order = np.sort(values)
-    mass = np.cumsum(order)
-    edges = []
-    for q in range(1, count + 1):
-        position = min(len(order) - 1, int(np.searchsorted(mass, mass[-1] * q / count)))
-        edges.append(min(cap, _round_up(int(order[position]), multiple)))
-    return sorted(set(edges))
+def _round_up_array(values: np.ndarray, multiple: int) -> np.ndarray:
+    return np.maximum(multiple, np.ceil(values / multiple) * multiple).astype(np.int64)
 
 
 def assign_buckets(data: EncodedReviews, layout: Layout, buckets: Sequence[tuple[int, ...]]) -> np.ndarray:
