@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import itertools
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -183,10 +184,13 @@ def collect(reviews: Iterable[Review]) -> Collected:
     user_ids, product_ids, group_ids = array.array("i"), array.array("i"), array.array("q")
     ratings = array.array("f")
     word_id = words.__getitem__
+    chain, accumulate = itertools.chain.from_iterable, itertools.accumulate
     for review in reviews:
-        for sentence in review.sentences:
-            token_ids.extend(map(word_id, sentence))
-            token_ends.append(len(token_ids))
+        sentences = review.sentences
+        if sentences:
+            token_ends.extend(accumulate(map(len, sentences), initial=len(token_ids)))
+            token_ends.pop(-len(sentences) - 1)  # the initial value is already the previous end
+            token_ids.extend(map(word_id, chain(sentences)))
         sentence_ends.append(len(token_ends) - 1)
         user_ids.append(users[review.user])
         product_ids.append(products[review.product])

@@ -1,0 +1,62 @@
+"""What every experiment config shares. A config file is `get_config(arg)` returning a ConfigDict;
+`arg` (after a colon on the command line: `--config=experiments/configs/han_upa.py:tiny`) picks a
+variant:
+
+  tiny            seconds on a small synthetic corpus, every part of a real run exercised
+  amazon_beauty   ../shared/data/amazon-beauty/All_Beauty_5.json (JSON lines), duplicates dropped
+  yelp13 | yelp14 | imdb   literature-format files in data.manual_dir (train / dev / test)
+"""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from jaxreviews import models
+from jaxreviews.data.pipeline import default_data_config
+from jaxreviews.train.loop import default_train_config
+from jaxreviews.train.optimizers import default_optimizer_config
+
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
+LITERATURE = {"yelp13": (1.0, 5.0), "yelp14": (1.0, 5.0), "imdb": (1.0, 10.0)}
+
+
+def make_config(model_name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.data = default_data_config()
+    config.model = models.default_model_config(model_name)
+    config.optimizer = default_optimizer_config()
+    config.train = default_train_config()
+    for part in filter(None, (arg or "").split(",")):
+        apply_variant(config, part)
+    return config
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
+    if variant == "tiny":
+        config.data.synthetic_size = "tiny"
+        config.data.num_buckets = 2
+        config.data.max_sentences = 8
+        config.data.max_words = 16
+        config.data.max_tokens = 96
+        config.train.epochs = 6
+        config.train.batch_size = 16
+        config.train.checkpoint_every_steps = 10
+        config.train.log_every_steps = 10
+        config.train.patience = 3
+        config.optimizer.learning_rate = 1e-2
+        models.shrink_for_tests(config.model)
+    elif variant == "amazon_beauty":
+        config.data.name = "files"
+        config.data.format = "amazon"
+        config.data.path = os.path.abspath(os.path.join(SHARED_DATA, "amazon-beauty", "All_Beauty_5.json"))
+        config.data.drop_duplicates = True
+        config.data.rating_range = (1.0, 5.0)
+    elif variant in LITERATURE:
+        config.data.name = "files"
+        config.data.format = "tang"
+        config.data.manual_dir = os.path.expanduser(f"~/data/{variant}")
+        config.data.rating_range = LITERATURE[variant]
+    else:
+        raise ValueError(f"unknown config variant {variant!r}: tiny, amazon_beauty, {', '.join(LITERATURE)}")

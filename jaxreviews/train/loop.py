@@ -1,0 +1,363 @@
+"""The fit loop: `train_and_evaluate(config, workdir)`.
+
+Epochs of jitted steps over bucketed batches sharded on a device mesh; validation every epoch (or
+every N steps) with early stopping on a chosen metric; orbax checkpoints (latest N + best) with
+exact resume; a clean save-and-exit on SIGTERM; metrics as JSON lines and TensorBoard scalars;
+at the end the best parameters evaluated on test, beside the majority and mean-rating baselines,
+written to `results.json`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxreviews import models
+from jaxreviews.data import batching, pipeline
+from jaxreviews.train import checkpoints, optimizers, reporting, step as step_lib
+
+HIGHER_IS_BETTER = {"accuracy": True, "rmse": False, "mae": False, "loss": False, "nll": False}
+
+
+def default_train_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.batch_size = 32  # global: split over processes and devices
+    c.epochs = 10
+    c.eval_every_steps = 0  # 0: evaluate at the end of every epoch
+    c.checkpoint_every_steps = 200
+    c.keep_checkpoints = 2
+    c.early_stopping_metric = "accuracy"  # accuracy | rmse | mae | loss
+    c.patience = 3  # evaluations without improvement before stopping; 0 = never stop early
+    c.log_every_steps = 50
+    c.prefetch = 2
+    c.tensorboard = True
+    return c
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+@dataclasses.dataclass
+class Bookkeeping:
+    """What the loop remembers between evaluations; saved with every checkpoint as JSON."""
+
+    best_value: float | None = None
+    best_step: int = -1
+    evaluations_without_improvement: int = 0
+    stopped_early: bool = False
+
+
+def param_checksum(params) -> str:
+    """sha256 over the bytes of every parameter in path order: equal iff the parameters are."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda x: jax.tree_util.keystr(x[0])):
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    return digest.hexdigest()
+
+
+def baselines(train_ratings: np.ndarray, test_ratings: np.ndarray, rating_range, rating_step) -> dict:
+    """Majority class and mean rating, fitted on train, scored on test."""
+    lo = rating_range[0]
+    classes = np.rint((train_ratings - lo) / rating_step).astype(int)
+    majority = lo + np.bincount(classes).argmax() * rating_step
+    mean = float(train_ratings.mean())
+    out = {}
+    for name, prediction, predicted_class_rating in (
+            ("majority", majority, majority),
+            ("mean_rating", mean, lo + round((mean - lo) / rating_step) * rating_step)):
+        error = test_ratings - prediction
+        out[name] = {"accuracy": float(np.mean(np.isclose(test_ratings, predicted_class_rating))),
+                     "rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error))),
+                     "prediction": float(prediction)}
+    return out
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        try:
+            previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+def _compilations(fn) -> int:
+    try:
+        return int(fn._cache_size())
+    except Exception:  # private API; the count is informative only
+        return -1
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains `config` in `workdir`, resuming from its checkpoints; returns the results dict."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    results_path = os.path.join(workdir, "results.json")
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            results = json.load(f)
+        logging.info("%s holds a finished run; delete it to train again", results_path)
+        print(f"{workdir} holds a finished run (results.json):")
+        print(format_results(results))
+        return results
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+    # Data.
+    started = time.perf_counter()
+    splits = pipeline.load_splits(config.data)
+    if is_main:
+        splits.save_tables(workdir)
+    layout = models.input_layout(config.model.name)
+    train_cfg = config.train
+    batch_size = train_cfg.batch_size
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    if batch_size % mesh.size:
+        raise ValueError(f"train.batch_size={batch_size} must be a multiple of the {mesh.size} devices")
+    common = dict(layout=layout, batch_size=batch_size, rating_range=splits.rating_range,
+                  rating_step=splits.rating_step, process_index=jax.process_index(),
+                  process_count=jax.process_count())
+    train_batches = batching.Batcher(
+        splits.train, seed=config.seed, num_buckets=config.data.num_buckets,
+        max_sentences=config.data.max_sentences, max_words=config.data.max_words,
+        max_tokens=config.data.max_tokens, multiple=config.data.bucket_multiple, **common)
+    # Evaluation reuses the training shapes: no extra compilations.
+    valid_batches = batching.Batcher(splits.validation, buckets=train_batches.buckets, **common)
+    test_batches = batching.Batcher(splits.test, buckets=train_batches.buckets, **common)
+    padding = train_batches.padding_report()
+    if is_main:
+        print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
+              f"reviews, vocabulary {len(splits.vocab)}, {len(splits.users) - 1} users, "
+              f"{len(splits.products) - 1} products ({time.perf_counter() - started:.1f}s)")
+        print(f"buckets {[list(b) for b in train_batches.buckets]}: padding efficiency "
+              f"{padding['efficiency']:.1%}, truncated tokens {padding['truncated_tokens']}")
+
+    # Model, optimiser, state.
+    model = models.build_model(config.model, vocab_size=len(splits.vocab), num_users=len(splits.users),
+                               num_products=len(splits.products), num_classes=splits.num_classes,
+                               rating_range=splits.rating_range, pretrained_embeddings=splits.pretrained)
+    steps_per_epoch = train_batches.steps_per_epoch
+    total_steps = steps_per_epoch * train_cfg.epochs
+    tx, schedule = optimizers.make_optimizer(config.optimizer, steps_per_epoch=steps_per_epoch,
+                                             total_epochs=train_cfg.epochs, batch_size=batch_size)
+    data_sharding = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+
+    def to_device(batch):
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x), batch)
+
+    key = jax.random.key(config.seed)
+    init_key, run_key = jax.random.split(key)
+    example = next(train_batches.epoch(0))
+    state = jax.jit(lambda b, k: step_lib.init_state(model, tx, b, k), out_shardings=replicated)(
+        to_device(example), init_key)
+    if is_main:
+        sizes = models.count_parameters(state.params)
+        print(f"model {config.model.name}: {sizes['total']:,} parameters "
+              f"({', '.join(f'{k} {v:,}' for k, v in sizes.items() if k != 'total')})")
+
+    train_step = jax.jit(step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1,
+                                                  l2=config.optimizer.l2), donate_argnums=0)
+    eval_step = jax.jit(step_lib.make_eval_step(model, config.model.head))
+
+    def evaluate(params, model_state, batcher) -> dict:
+        sums = None
+        for batch in batching.prefetch(batcher.evaluation(), train_cfg.prefetch, to_device):
+            out = eval_step(params, model_state, batch)
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        return step_lib.finalize_metrics(jax.device_get(sums))
+
+    # Resume.
+    ckpt = checkpoints.RunCheckpoints(workdir, keep=train_cfg.keep_checkpoints)
+    book = Bookkeeping()
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        state, meta = restored
+        book = Bookkeeping(**meta["bookkeeping"])
+        if is_main:
+            print(f"resumed from step {int(state.step)} of {total_steps}")
+    metric = train_cfg.early_stopping_metric
+    if metric not in HIGHER_IS_BETTER:
+        raise ValueError(f"train.early_stopping_metric={metric!r}: choose one of {sorted(HIGHER_IS_BETTER)}")
+    higher = HIGHER_IS_BETTER[metric]
+
+    writer = reporting.MetricWriter(workdir, tensorboard=train_cfg.tensorboard)
+    progress = reporting.Progress(total_steps, every=train_cfg.log_every_steps)
+    preemption = _Preemption()
+    step = int(state.step)
+    last_saved = step
+
+    def meta() -> dict:
+        return {"bookkeeping": dataclasses.asdict(book), "step": step}
+
+    def run_evaluation() -> bool:
+        """Validates, updates early stopping and the best checkpoint; True when it says stop."""
+        nonlocal last_saved
+        began = time.perf_counter()
+        values = evaluate(state.params, state.model_state, valid_batches)
+        value = values[metric]
+        improved = book.best_value is None or (value > book.best_value if higher else value < book.best_value)
+        if improved:
+            book.best_value, book.best_step, book.evaluations_without_improvement = value, step, 0
+            ckpt.save_best(step, state, meta())
+        else:
+            book.evaluations_without_improvement += 1
+        stop = bool(train_cfg.patience) and book.evaluations_without_improvement >= train_cfg.patience
+        book.stopped_early = stop
+        writer.write("validation", step, {**values, "epoch": step / steps_per_epoch, "best": book.best_value})
+        progress.newline()
+        if is_main:
+            print(f"epoch {step / steps_per_epoch:.2f} validation: " +
+                  ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "reviews") +
+                  (" (best)" if improved else f" (best {book.best_value:.4f} at step {book.best_step})"))
+        ckpt.save_latest(step, state, meta())
+        last_saved = step
+        progress.exclude(time.perf_counter() - began)
+        return stop
+
+    pending = None  # metrics of the step before: read one step late so dispatch never waits
+
+    def check(pending_metrics, at_step):
+        values = jax.device_get(pending_metrics)
+        loss = float(values["loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"step {at_step}: the loss is {loss} (grad norm {float(values['grad_norm']):.3g}). Likely "
+                f"cause: a learning rate too high ({float(schedule(at_step)):.3g}) or no gradient clipping "
+                f"(optimizer.clip_norm). The last good checkpoint (step {last_saved}) in {workdir} is intact.")
+        return values
+
+    train_started = time.perf_counter()
+    timed_steps = 0
+    with preemption.installed():
+        while step < total_steps and not book.stopped_early:
+            epoch, start = divmod(step, steps_per_epoch)
+            batches = batching.prefetch(train_batches.epoch(epoch, start), train_cfg.prefetch, to_device)
+            for batch in batches:
+                state, metrics = train_step(state, batch, run_key)
+                if pending is not None:
+                    values = check(pending, step)
+                    record = {"loss": values["loss"], "grad_norm": values["grad_norm"],
+                              "param_norm": values["param_norm"], "update_norm": values["update_norm"],
+                              "lr": float(schedule(step - 1))}
+                    if "correct" in values:
+                        record["accuracy"] = float(values["correct"]) / max(float(values["weight"]), 1e-9)
+                    writer.write("train", step, record, scalars=step % train_cfg.log_every_steps == 0)
+                    progress.update(step, int(values["weight"]) * jax.process_count(),
+                                    f"epoch {epoch + 1} loss {values['loss']:.4f}")
+                pending = metrics
+                step += 1
+                timed_steps += 1
+                at_epoch_end = step % steps_per_epoch == 0
+                if (train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0) or at_epoch_end:
+                    check(pending, step)
+                    if run_evaluation():
+                        break
+                elif train_cfg.checkpoint_every_steps and step % train_cfg.checkpoint_every_steps == 0:
+                    check(pending, step)
+                    ckpt.save_latest(step, state, meta())
+                    last_saved = step
+                if preemption.requested:
+                    check(pending, step)
+                    ckpt.save_latest(step, state, meta())
+                    progress.newline()
+                    print(f"SIGTERM: saved step {step} in {workdir}; run the same command to resume")
+                    writer.close()
+                    ckpt.close()
+                    return {"preempted": True, "step": step}
+                if step >= total_steps:
+                    break
+            if preemption.requested:
+                break
+        if pending is not None:
+            check(pending, step)
+        if step % steps_per_epoch and not book.stopped_early:  # ended mid-epoch (eval-every-N runs)
+            run_evaluation()
+    train_seconds = time.perf_counter() - train_started
+    ckpt.save_latest(step, state, meta())
+
+    # Final: the best parameters on test.
+    best = ckpt.restore_best(state)
+    best_state = best[0] if best is not None else state
+    validation = evaluate(best_state.params, best_state.model_state, valid_batches)
+    test = evaluate(best_state.params, best_state.model_state, test_batches)
+    results = {
+        "test": test, "validation": validation,
+        "baselines": baselines(splits.train.arrays.ratings, splits.test.arrays.ratings,
+                               splits.rating_range, splits.rating_step),
+        "param_checksum": param_checksum(best_state.params),
+        "model": config.model.name, "best_step": book.best_step, "steps": step,
+        "stopped_early": book.stopped_early,
+        "parameters": int(models.count_parameters(state.params)["total"]),
+        "compilations": {"train_step": _compilations(train_step), "eval_step": _compilations(eval_step)},
+        "buckets": [list(b) for b in train_batches.buckets], "padding_efficiency": padding["efficiency"],
+        "train_seconds": round(train_seconds, 2),
+        "data": splits.report,
+    }
+    reference = _text_only_reference(config)
+    if reference:
+        results["reference"] = reference
+    writer.write("test", step, {k: v for k, v in test.items()})
+    writer.close()
+    ckpt.close()
+    if is_main:
+        with open(results_path, "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+        print(format_results(results))
+    return results
+
+
+def _text_only_reference(config) -> dict | None:
+    """Published figures of the synthetic corpus (what text-only and user/product-only models reach)."""
+    if config.data.name != "synthetic":
+        return None
+    from jaxreviews.data import synthetic
+    expected = getattr(synthetic, "EXPECTED", None)
+    if isinstance(expected, dict):
+        return expected.get(config.data.synthetic_size)
+    return None
+
+
+def format_results(results: dict) -> str:
+    """The closing table: the model beside the baselines (and reference figures when known)."""
+    rows = [(f"{results.get('model', 'model')} (test)", results["test"])]
+    rows += [(f"baseline: {name}", values) for name, values in results["baselines"].items()]
+    for name, values in (results.get("reference") or {}).items():
+        if isinstance(values, dict):
+            rows.append((f"reference: {name}", values))
+    lines = [f"{'':34} {'accuracy':>9} {'rmse':>7} {'mae':>7}"]
+    for name, values in rows:
+        cells = [f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-"
+                 for k in ("accuracy", "rmse", "mae")]
+        lines.append(f"{name:34} {cells[0]:>9} {cells[1]:>7} {cells[2]:>7}")
+    lines.append(f"param_checksum {results['param_checksum'][:16]}…  compilations {results.get('compilations')}")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Where a run's numbers go: JSON lines and TensorBoard scalars (process 0 only), and a progress
+line with docs/s and ETA."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+
+
+def _is_writer() -> bool:
+    return jax.process_index() == 0
+
+
+class MetricWriter:
+    """`metrics.jsonl` (one JSON object a record) and TensorBoard event files, without TensorFlow."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        self.enabled = _is_writer()
+        self._file = self._tb = None
+        if not self.enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+    def write(self, kind: str, step: int, values: dict, *, scalars: bool = True) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "step": int(step), **{k: _plain(v) for k, v in values.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None and scalars:
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{kind}/{name}", value, step)
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+        if self._tb:
+            self._tb.close()
+
+
+def _plain(value):
+    try:
+        return value.item()
+    except AttributeError:
+        return value
+
+
+class Progress:
+    """One status line: epoch, step, loss, docs/s and ETA; redrawn on a terminal, else printed every
+    `every` steps."""
+
+    def __init__(self, total_steps: int, *, every: int = 50, stream=sys.stderr):
+        self.total, self.every, self.stream = total_steps, every, stream
+        self.enabled = _is_writer()
+        self.tty = stream.isatty()
+        self.started = self.last = time.perf_counter()
+        self.first_step = None
+        self.docs = 0
+
+    def update(self, step: int, docs: int, text: str) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.first_step is None:
+            self.first_step, self.started, self.docs = step, now, 0
+            return  # the first step includes compilation: rates start after it
+        self.docs += docs
+        if not self.tty and step % self.every and step != self.total:
+            return
+        if self.tty and now - self.last < 0.2 and step != self.total:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-9)
+        steps_done = step - self.first_step
+        eta = (self.total - step) * elapsed / max(steps_done, 1)
+        line = (f"step {step}/{self.total} {text} | {self.docs / elapsed:,.0f} docs/s | "
+                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def exclude(self, seconds: float) -> None:
+        """Leaves time spent elsewhere (evaluation, checkpoints) out of docs/s and the ETA."""
+        self.started += seconds
+
+    def newline(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,91 @@
+"""The train state and the pure step functions: `train_step(state, batch, key)` and `eval_step`.
+
+Nothing here holds Python state, so a step can be `jit`ted with the state donated, `vmap`ped over a
+leading axis of seeds, and sharded over a device mesh by the caller.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxreviews.models import heads
+from jaxreviews.train.optimizers import penalty
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 optimiser steps taken (micro-steps under gradient accumulation)
+    params: Any
+    opt_state: Any
+    model_state: Any  # non-parameter collections such as {"batch_stats": ...}; {} for most models
+
+
+def init_state(model, tx: optax.GradientTransformation, batch, key: jax.Array) -> TrainState:
+    variables = model.init({"params": key, "dropout": key}, batch, train=False)
+    params = variables.pop("params")
+    model_state = {k: v for k, v in variables.items() if k != "intermediates"}
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+                      model_state=model_state)
+
+
+def make_train_step(model, tx: optax.GradientTransformation, head_config: ml_collections.ConfigDict,
+                    *, l1: float = 0.0, l2: float = 0.0) -> Callable:
+    """step(state, batch, key) -> (state, metrics); `key` is the run's key, the step is folded in."""
+
+    def train_step(state: TrainState, batch, key):
+        dropout_key = jax.random.fold_in(key, state.step)
+        mutable = list(state.model_state)
+
+        def loss_fn(params):
+            variables = {"params": params, **state.model_state}
+            if mutable:
+                outputs, new_model_state = model.apply(variables, batch, train=True,
+                                                       rngs={"dropout": dropout_key}, mutable=mutable)
+            else:
+                outputs = model.apply(variables, batch, train=True, rngs={"dropout": dropout_key})
+                new_model_state = state.model_state
+            data_loss = heads.loss(outputs, batch, head_config)
+            return data_loss + penalty(params, l1=l1, l2=l2), (data_loss, outputs, new_model_state)
+
+        (total, (data_loss, outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**heads.metric_sums(outputs, batch, head_config),  # sums, for accuracy
+                   "loss": data_loss, "total_loss": total, "grad_norm": optax.tree.norm(grads),
+                   "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  model_state=model_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model, head_config: ml_collections.ConfigDict) -> Callable:
+    """step(params, model_state, batch) -> weighted metric sums of the batch."""
+
+    def eval_step(params, model_state, batch):
+        outputs = model.apply({"params": params, **model_state}, batch, train=False)
+        return heads.metric_sums(outputs, batch, head_config)
+
+    return eval_step
+
+
+def finalize_metrics(sums: dict) -> dict:
+    """Summed metrics of many batches -> means: accuracy, rmse, mae, nll (loss per review)."""
+    weight = max(float(sums["weight"]), 1e-12)
+    out = {"reviews": int(round(float(sums["weight"])))}
+    if "correct" in sums:
+        out["accuracy"] = float(sums["correct"]) / weight
+    if "squared_error" in sums:
+        out["rmse"] = float(sums["squared_error"] / weight) ** 0.5
+        out["mae"] = float(sums["absolute_error"]) / weight
+    if "loss" in sums:
+        out["loss"] = float(sums["loss"]) / weight
+    if "nll" in sums:
+        out["nll"] = float(sums["nll"]) / weight
+    return out
