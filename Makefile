@@ -17,7 +17,7 @@ run: setup
 	$(PY) -m experiments.train $(ARGS)
 
 test: setup
-	$(PY) -m pytest -n 2 -q $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -q $(ARGS)
 
 bench: setup
 	$(PY) tools/bench.py $(ARGS)

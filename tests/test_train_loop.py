@@ -1,0 +1,131 @@
+"""End to end: the experiment module trains, evaluates, checkpoints, resumes exactly, stops cleanly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = f"--config={REPO}/experiments/configs/han_upa.py:tiny"
+
+
+# Runs of this file share compiled programs through JAX's persistent cache: same results, less time.
+CACHE = os.path.join(os.environ.get("PYTEST_CACHE_ROOT", "/tmp"), f"jaxreviews-test-jit-cache-{os.getuid()}")
+
+
+def train(workdir, *flags, config=TINY, wait=True):
+    command = [sys.executable, "-m", "experiments.train", config, f"--workdir={workdir}", *flags]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def results(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    done = train(workdir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return workdir, done
+
+
+def test_tiny_run_writes_everything(uninterrupted):
+    workdir, done = uninterrupted
+    r = results(workdir)
+    for split in ("test", "validation"):
+        assert {"accuracy", "rmse", "mae"} <= set(r[split])
+        assert 0 <= r[split]["accuracy"] <= 1
+    assert {"majority", "mean_rating"} <= set(r["baselines"])
+    assert len(r["param_checksum"]) == 64
+    assert r["compilations"]["train_step"] <= len(r["buckets"])
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    assert os.path.exists(os.path.join(workdir, "vocab.txt"))
+    assert os.listdir(os.path.join(workdir, "checkpoints", "latest"))
+    assert os.listdir(os.path.join(workdir, "checkpoints", "best"))
+    assert [f for f in os.listdir(os.path.join(workdir, "tensorboard")) if "tfevents" in f]
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    kinds = {rec["kind"] for rec in records}
+    assert {"train", "validation", "test"} <= kinds
+    assert sum(rec["kind"] == "validation" for rec in records) >= 2
+    train_records = [rec for rec in records if rec["kind"] == "train"]
+    assert {"loss", "grad_norm", "param_norm", "update_norm", "lr"} <= set(train_records[0])
+    assert "baseline: majority" in done.stdout
+
+
+def test_same_command_again_reports_the_finished_run(uninterrupted):
+    workdir, _ = uninterrupted
+    again = train(workdir)
+    assert again.returncode == 0
+    assert "finished run" in again.stdout
+    assert results(workdir)["param_checksum"] in again.stdout or "param_checksum" in again.stdout
+
+
+def _wait_for_checkpoint(workdir, process, minimum_step=10, timeout=300):
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.isdir(latest):
+            steps = [int(n) for n in os.listdir(latest) if n.isdigit()]
+            if steps and max(steps) >= minimum_step:
+                return max(steps)
+        if process.poll() is not None:
+            pytest.fail("the run ended before a checkpoint appeared:\n" + process.stdout.read())
+        time.sleep(0.02)
+    pytest.fail("no checkpoint appeared")
+
+
+def test_sigkill_then_resume_gives_identical_parameters(uninterrupted, tmp_path):
+    workdir, _ = uninterrupted
+    process = train(tmp_path, wait=False)
+    _wait_for_checkpoint(tmp_path, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not os.path.exists(tmp_path / "results.json")
+    resumed = train(tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from step" in resumed.stdout
+    assert results(tmp_path)["param_checksum"] == results(workdir)["param_checksum"]
+    assert results(tmp_path)["test"] == results(workdir)["test"]
+
+
+def test_sigterm_saves_and_exits_zero_then_resumes(uninterrupted, tmp_path):
+    workdir, _ = uninterrupted
+    process = train(tmp_path, wait=False)
+    _wait_for_checkpoint(tmp_path, process)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, out
+    assert "SIGTERM" in out
+    resumed = train(tmp_path)
+    assert resumed.returncode == 0
+    assert results(tmp_path)["param_checksum"] == results(workdir)["param_checksum"]
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_checkpoints(tmp_path):
+    done = train(tmp_path, "--config.optimizer.learning_rate=1e12", "--config.optimizer.name=sgd",
+                 "--config.optimizer.momentum=0.0", config=f"--config={REPO}/experiments/configs/cnn.py:tiny")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "learning rate" in done.stderr and "step" in done.stderr
+    assert not os.path.exists(tmp_path / "results.json")
+
+
+def test_training_from_an_amazon_file(tmp_path):
+    from jaxreviews.data import readers, synthetic
+    reviews = synthetic.generate(synthetic.default_spec("tiny")).reviews
+    path = tmp_path / "reviews.json"
+    readers.write_amazon(path, reviews)
+    done = train(tmp_path / "run", "--config.data.name=files", "--config.data.format=amazon",
+                 f"--config.data.path={path}", "--config.train.epochs=2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = results(tmp_path / "run")
+    assert r["data"]["train"]["reviews"] + r["data"]["validation"]["reviews"] + r["data"]["test"]["reviews"] == len(reviews)
