@@ -129,3 +129,15 @@ def test_training_from_an_amazon_file(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     r = results(tmp_path / "run")
     assert r["data"]["train"]["reviews"] + r["data"]["validation"]["reviews"] + r["data"]["test"]["reviews"] == len(reviews)
+
+
+def test_batch_sharded_over_eight_devices(tmp_path):
+    env_flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{env_flags} --xla_force_host_platform_device_count=8"
+    try:
+        done = train(tmp_path, "--config.train.epochs=1", config=f"--config={REPO}/experiments/configs/cnn.py:tiny")
+    finally:
+        os.environ["XLA_FLAGS"] = env_flags
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 devices" in done.stdout
+    assert results(tmp_path)["test"]["reviews"] == 60

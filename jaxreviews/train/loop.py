@@ -158,6 +158,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
               f"reviews, vocabulary {len(splits.vocab)}, {len(splits.users) - 1} users, "
               f"{len(splits.products) - 1} products ({time.perf_counter() - started:.1f}s)")
+        print(f"devices: {mesh.size} devices ({jax.devices()[0].platform}), {jax.process_count()} processes, "
+              f"global batch {batch_size}")
         print(f"buckets {[list(b) for b in train_batches.buckets]}: padding efficiency "
               f"{padding['efficiency']:.1%}, truncated tokens {padding['truncated_tokens']}")
 
