@@ -124,3 +124,4 @@ def test_unknown_names_raise():
     config.name = "lion2"
     with pytest.raises(ValueError, match="optimizer.name"):
         run(config, steps=1)
+

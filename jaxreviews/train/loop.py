@@ -28,7 +28,7 @@ from jaxreviews import models
 from jaxreviews.data import batching, pipeline
 from jaxreviews.train import checkpoints, optimizers, reporting, step as step_lib
 
-HIGHER_IS_BETTER = {"accuracy": True, "rmse": False, "mae": False, "loss": False, "nll": False}
+HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "rmse": False, "mae": False, "loss": False, "nll": False}
 
 
 def default_train_config() -> ml_collections.ConfigDict:
@@ -75,14 +75,19 @@ def baselines(train_ratings: np.ndarray, test_ratings: np.ndarray, rating_range,
     classes = np.rint((train_ratings - lo) / rating_step).astype(int)
     majority = lo + np.bincount(classes).argmax() * rating_step
     mean = float(train_ratings.mean())
+    num_classes = int(round((rating_range[1] - lo) / rating_step)) + 1
+    test_classes = np.clip(np.rint((test_ratings - lo) / rating_step).astype(int), 0, num_classes - 1)
     out = {}
     for name, prediction, predicted_class_rating in (
             ("majority", majority, majority),
             ("mean_rating", mean, lo + round((mean - lo) / rating_step) * rating_step)):
         error = test_ratings - prediction
-        out[name] = {"accuracy": float(np.mean(np.isclose(test_ratings, predicted_class_rating))),
+        predicted_class = int(round((predicted_class_rating - lo) / rating_step))
+        confusion = np.zeros((num_classes, num_classes))
+        np.add.at(confusion, (test_classes, predicted_class), 1)
+        out[name] = {"accuracy": float(np.mean(test_classes == predicted_class)),
                      "rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error))),
-                     "prediction": float(prediction)}
+                     "macro_f1": step_lib.macro_f1(confusion), "prediction": float(prediction)}
     return out
 
 
@@ -189,7 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     train_step = jax.jit(step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1,
                                                   l2=config.optimizer.l2), donate_argnums=0)
-    eval_step = jax.jit(step_lib.make_eval_step(model, config.model.head))
+    eval_step = jax.jit(step_lib.make_eval_step(model, config.model.head, splits.num_classes))
 
     def evaluate(params, model_state, batcher) -> dict:
         sums = None
@@ -356,10 +361,10 @@ def format_results(results: dict) -> str:
     for name, values in (results.get("reference") or {}).items():
         if isinstance(values, dict):
             rows.append((f"reference: {name}", values))
-    lines = [f"{'':34} {'accuracy':>9} {'rmse':>7} {'mae':>7}"]
+    columns = ("accuracy", "macro_f1", "rmse", "mae")
+    lines = [f"{'':34}" + "".join(f"{c:>10}" for c in columns)]
     for name, values in rows:
-        cells = [f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-"
-                 for k in ("accuracy", "rmse", "mae")]
-        lines.append(f"{name:34} {cells[0]:>9} {cells[1]:>7} {cells[2]:>7}")
+        cells = [f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-" for k in columns]
+        lines.append(f"{name:34}" + "".join(f"{c:>10}" for c in cells))
     lines.append(f"param_checksum {results['param_checksum'][:16]}…  compilations {results.get('compilations')}")
     return "\n".join(lines)

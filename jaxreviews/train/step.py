@@ -11,6 +11,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxreviews.models import heads
@@ -65,14 +66,28 @@ def make_train_step(model, tx: optax.GradientTransformation, head_config: ml_col
     return train_step
 
 
-def make_eval_step(model, head_config: ml_collections.ConfigDict) -> Callable:
-    """step(params, model_state, batch) -> weighted metric sums of the batch."""
+def make_eval_step(model, head_config: ml_collections.ConfigDict, num_classes: int) -> Callable:
+    """step(params, model_state, batch) -> weighted metric sums of the batch, and its confusion
+    matrix [true class, predicted class] (for macro-F1: on skewed ratings accuracy says little)."""
 
     def eval_step(params, model_state, batch):
         outputs = model.apply({"params": params, **model_state}, batch, train=False)
-        return heads.metric_sums(outputs, batch, head_config)
+        sums = heads.metric_sums(outputs, batch, head_config)
+        truth = jax.nn.one_hot(batch["label"], num_classes) * batch["weight"][:, None]
+        sums["confusion"] = truth.T @ jax.nn.one_hot(outputs["predicted_class"], num_classes)
+        return sums
 
     return eval_step
+
+
+def macro_f1(confusion) -> float:
+    """Mean over classes present in the data or the predictions of 2PR / (P + R)."""
+    confusion = np.asarray(confusion, np.float64)
+    true_positive = np.diag(confusion)
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    present = (support + predicted) > 0
+    f1 = 2 * true_positive / np.maximum(support + predicted, 1e-12)
+    return float(f1[present].mean()) if present.any() else 0.0
 
 
 def finalize_metrics(sums: dict) -> dict:
@@ -88,4 +103,6 @@ def finalize_metrics(sums: dict) -> dict:
         out["loss"] = float(sums["loss"]) / weight
     if "nll" in sums:
         out["nll"] = float(sums["nll"]) / weight
+    if "confusion" in sums:
+        out["macro_f1"] = macro_f1(sums["confusion"])
     return out
