@@ -1,0 +1,189 @@
+"""Models by name, their default configs, and small helpers.
+
+    config = default_model_config("han_upa")          # every option with its default
+    model = build_model(config, vocab_size=..., num_users=..., num_products=..., num_classes=5,
+                        rating_range=(1.0, 5.0))
+    variables = model.init({"params": key}, batch, train=False)
+    outputs = model.apply(variables, batch, train=True, rngs={"dropout": key})
+    # outputs["logits"] [B, C] and/or outputs["rating"] [B], plus predicted_rating / predicted_class
+
+| name    | layout        | model                                                              |
+|---------|---------------|--------------------------------------------------------------------|
+| cnn     | flat          | Kim (2014): widths 3,4,5 x 100 maps, ReLU, max over time, dropout  |
+| rnn     | flat          | LSTM/GRU (nn.scan), uni/bi, stacked, pooling last/mean/max/attention |
+| bilstm  | flat          | `rnn` preset: one BiLSTM layer, mean pooling (the torch reference) |
+| han     | hierarchical  | Yang et al. (2016), word/sentence encoders LSTM, GRU or CNN        |
+| han_upa | hierarchical  | HAN + user/product attention (NSC+UPA), optional concat and biases |
+| mf      | ids           | matrix factorisation with biases (collaborative filtering)         |
+
+Any text model becomes a hybrid with MF by `config.collaborative.enabled = True`.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from jaxreviews.models import heads, layers
+from jaxreviews.models.mf import MatrixFactorization
+from jaxreviews.models.text import HierarchicalAttention, KimCNN, RNNClassifier
+
+__all__ = ["MODEL_NAMES", "build_model", "count_parameters", "default_model_config", "heads", "input_layout",
+           "shrink_for_tests"]
+
+MODEL_NAMES = ("cnn", "rnn", "bilstm", "han", "han_upa", "mf")
+_LAYOUTS = {"cnn": "flat", "rnn": "flat", "bilstm": "flat", "han": "hierarchical", "han_upa": "hierarchical",
+            "mf": "ids"}
+_CLASSES = {"cnn": KimCNN, "rnn": RNNClassifier, "bilstm": RNNClassifier, "han": HierarchicalAttention,
+            "han_upa": HierarchicalAttention, "mf": MatrixFactorization}
+
+
+def _check_name(name: str) -> None:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+
+
+def input_layout(name: str) -> str:
+    """Which batch keys the model reads: "hierarchical" (words, word_mask, sentence_mask), "flat"
+    (tokens, token_mask) or "ids" (user and product only). All models may read user/product."""
+    _check_name(name)
+    return _LAYOUTS[name]
+
+
+def _encoder_config(kind: str = "lstm", hidden_size: int = 100) -> ml_collections.ConfigDict:
+    e = ml_collections.ConfigDict()
+    e.kind = kind  # lstm | gru | cnn
+    e.hidden_size = 100 if hidden_size is None else hidden_size  # per direction
+    e.bidirectional = True
+    e.num_layers = 1
+    e.dropout = 0.0  # between stacked layers
+    e.unroll = 1  # nn.scan unroll factor
+    e.input_projection = "auto"  # auto | fused | hoisted: where x W is computed (speed only, same numbers)
+    e.kernel_init = "glorot_uniform"  # input kernels; recurrent kernels are orthogonal
+    e.filter_widths = (3,)  # kind == "cnn": per-position convolution features
+    e.num_filters = 100
+    e.activation = "relu"
+    e.conv_kernel_init = "he_normal"
+    return e
+
+
+def _collaborative_config() -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    m.enabled = False  # add MF (biases + <p_user, q_product>) to the head's pre-activations: a hybrid
+    m.factors = 50
+    m.unknown_rate = 0.05
+    m.init_stddev = 0.1
+    return m
+
+
+def default_model_config(name: str) -> ml_collections.ConfigDict:
+    """Every option of model `name` with its default value."""
+    _check_name(name)
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.dtype = "float32"  # compute dtype ("bfloat16" for mixed precision); parameters stay float32
+    c.head = heads.default_head_config()
+    c.kernel_init = "glorot_uniform"  # dense layers: glorot_*/xavier_*, he_*, lecun_* (uniform|normal)
+    if name == "mf":
+        c.head.kind = "regression"
+        c.factors = 50
+        c.unknown_rate = 0.05  # fraction of ids replaced by the unknown id 0 while training
+        c.init_stddev = 0.1
+        return c
+
+    c.embed_dim = 200  # taken from the pretrained table when one is given
+    c.freeze_embeddings = False
+    c.embedding_dropout = 0.0
+    c.dropout = 0.0  # between levels (HAN sentence vectors)
+    c.head_dropout = 0.5  # before the head
+    c.norm = "layer"  # layer | batch | none, on the document vector
+    c.collaborative = _collaborative_config()
+    if name == "cnn":
+        c.filter_widths = (3, 4, 5)
+        c.num_filters = 100
+        c.activation = "relu"
+        c.conv_kernel_init = "he_normal"
+    elif name in ("rnn", "bilstm"):
+        c.encoder = _encoder_config("lstm")
+        c.pooling = "mean"  # last | mean | max | attention
+        c.attention_dim = 200
+        c.attention_activation = "tanh"
+        c.head_dropout = 0.3
+    else:  # han, han_upa
+        c.word_encoder = _encoder_config("lstm")
+        c.sentence_encoder = _encoder_config("lstm")
+        c.attention_dim = 200
+        c.attention_activation = "tanh"
+        c.sentence_norm = "none"  # layer | batch | none, on the sentence vectors
+        c.embedding_dropout = 0.1
+        c.dropout = 0.1
+        c.head_dropout = 0.3
+        if name == "han_upa":
+            u = ml_collections.ConfigDict()
+            u.dim = 200  # size of each of the user and product embeddings
+            u.word_attention = True  # [user; product] enters the word attention scores
+            u.sentence_attention = True  # ... and the sentence attention scores
+            u.concat_to_document = False  # also concatenate [user; product] to the document vector
+            u.rating_biases = False  # add learned per-user and per-product biases to the head outputs
+            u.unknown_rate = 0.05  # fraction of ids replaced by the unknown id 0 while training
+            c.user_product = u
+    return c
+
+
+def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Makes `config` tiny in place (seconds on a CPU), keeping every option's kind."""
+    name = config.name
+    if name == "mf":
+        config.factors = 8
+        return config
+    config.embed_dim = 16
+    if name == "cnn":
+        config.num_filters = 8
+    elif name in ("rnn", "bilstm"):
+        config.encoder.hidden_size = 8
+        config.encoder.num_filters = 8
+        config.attention_dim = 16
+    else:
+        for encoder in (config.word_encoder, config.sentence_encoder):
+            encoder.hidden_size = 8
+            encoder.num_filters = 16
+        config.attention_dim = 16
+        if "user_product" in config:
+            config.user_product.dim = 8
+    config.collaborative.factors = 8
+    return config
+
+
+def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, num_users: int, num_products: int,
+                num_classes: int, rating_range: tuple[float, float],
+                pretrained_embeddings: np.ndarray | None = None) -> nn.Module:
+    """The Flax module of `config.name`. num_users / num_products include the unknown id 0."""
+    _check_name(config.name)
+    if heads.has_classification(config.head.kind) and num_classes < 2:
+        raise ValueError(f"a classification head needs num_classes >= 2, got {num_classes}")
+    rating_range = (float(rating_range[0]), float(rating_range[1]))
+    if not rating_range[0] < rating_range[1]:
+        raise ValueError(f"rating_range must be (low, high) with low < high, got {rating_range}")
+    config = ml_collections.ConfigDict(config.to_dict())
+    layers.compute_dtype(config.dtype)
+    if config.name == "mf":
+        return MatrixFactorization(ml_collections.FrozenConfigDict(config), num_users, num_products, num_classes,
+                                   rating_range)
+    if pretrained_embeddings is not None:
+        pretrained_embeddings = np.asarray(pretrained_embeddings, np.float32)
+        if pretrained_embeddings.ndim != 2 or pretrained_embeddings.shape[0] != vocab_size:
+            raise ValueError(f"pretrained embeddings must be [vocab_size={vocab_size}, dim], "
+                             f"got {pretrained_embeddings.shape}")
+        config.embed_dim = int(pretrained_embeddings.shape[1])
+    return _CLASSES[config.name](ml_collections.FrozenConfigDict(config), vocab_size, num_users, num_products,
+                                 num_classes, rating_range, pretrained_embeddings)
+
+
+def count_parameters(params) -> dict[str, int]:
+    """Parameter count per top-level module (e.g. word_embedding, word_encoder, head) plus "total"."""
+    params = params.get("params", params) if hasattr(params, "get") else params
+    counts = {name: int(sum(np.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(tree)))
+              for name, tree in params.items()}
+    counts["total"] = sum(counts.values())
+    return counts

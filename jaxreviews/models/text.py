@@ -1,0 +1,178 @@
+"""Text models: Kim CNN, RNN (LSTM/GRU), HAN and HAN with user/product attention (NSC+UPA, UPNN).
+
+Every model is `model.apply(variables, batch, train=..., rngs={"dropout": key})` -> outputs dict
+(see `heads`). Top-level parameter names are shared: `word_embedding`, `user_embedding`,
+`product_embedding`, `user_bias`, `product_bias`, `document_norm`, `head`, `collaborative`, plus the
+model's encoders (`encoder`, `word_encoder`, `word_attention`, `sentence_encoder`, ...).
+
+The helpers below build those shared submodules on the calling model (they run inside its compact
+`__call__`), so each name sits at the top of the parameter tree.
+"""
+from __future__ import annotations
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxreviews.models import cnn, heads, layers, recurrent
+from jaxreviews.models.mf import Collaborative
+
+Array = jax.Array
+
+
+class TextModel(nn.Module):
+    """Fields every text model has; subclasses implement `encode` -> (document [B, D], condition)."""
+
+    config: ml_collections.FrozenConfigDict
+    vocab_size: int
+    num_users: int
+    num_products: int
+    num_classes: int
+    rating_range: tuple[float, float]
+    pretrained_embeddings: np.ndarray | None = None
+
+    @property
+    def dtype(self):
+        return layers.compute_dtype(self.config.dtype)
+
+    def embed(self, ids: Array, *, train: bool) -> Array:
+        c = self.config
+        x = layers.WordEmbedding(self.vocab_size, c.embed_dim, self.pretrained_embeddings,
+                                 c.freeze_embeddings, self.dtype, name="word_embedding")(ids)
+        return nn.Dropout(c.embedding_dropout, deterministic=not train, name="embedding_dropout")(x)
+
+    def user_product(self, batch: dict[str, Array], *, train: bool) -> tuple[Array, tuple[Array, Array]]:
+        """([user embedding; product embedding] [B, 2U], (user ids, product ids)). While training a
+        fraction `unknown_rate` of the ids is replaced by the unknown id 0, the same ids then feed
+        the rating biases, so the unknown rows of every table learn together."""
+        c = self.config.user_product
+        users = layers.replace_with_unknown(self, batch["user"], c.unknown_rate, train)
+        products = layers.replace_with_unknown(self, batch["product"], c.unknown_rate, train)
+        u = layers.IdEmbedding(self.num_users, c.dim, dtype=self.dtype, name="user_embedding")(users, train=False)
+        p = layers.IdEmbedding(self.num_products, c.dim, dtype=self.dtype,
+                               name="product_embedding")(products, train=False)
+        return jnp.concatenate([u, p], axis=-1), (users, products)
+
+    def finish(self, document: Array, batch: dict[str, Array], *, train: bool,
+               user_product: tuple[Array, tuple[Array, Array]] | None = None) -> dict[str, Array]:
+        """document [B, D] -> [concat user/product] -> norm -> dropout -> head (+ biases, + MF)."""
+        c = self.config
+        kind = c.head.kind
+        n = heads.num_outputs(kind, self.num_classes)
+        offsets = None
+        up = c.get("user_product")
+        if up is not None and user_product is not None:
+            vectors, (users, products) = user_product
+            if up.concat_to_document:
+                document = jnp.concatenate([document, vectors.astype(document.dtype)], axis=-1)
+            if up.rating_biases:
+                bias_dtype = jnp.promote_types(self.dtype, jnp.float32)
+                offsets = (layers.IdEmbedding(self.num_users, n, stddev=0.0, dtype=bias_dtype,
+                                              name="user_bias")(users, train=False)
+                           + layers.IdEmbedding(self.num_products, n, stddev=0.0, dtype=bias_dtype,
+                                                name="product_bias")(products, train=False))
+        if c.collaborative.enabled:
+            extra = Collaborative(c.collaborative, self.num_users, self.num_products, kind, self.num_classes,
+                                  self.dtype, name="collaborative")(batch["user"], batch["product"], train=train)
+            offsets = extra if offsets is None else offsets + extra
+        document = layers.Norm(c.norm, self.dtype, name="document_norm")(document, train=train)
+        document = nn.Dropout(c.head_dropout, deterministic=not train, name="head_dropout")(document)
+        return heads.Head(kind, self.num_classes, tuple(self.rating_range), c.head.rating_activation,
+                          c.kernel_init, self.dtype, name="head")(document, offsets)
+
+
+def sequence_encoder(config: ml_collections.FrozenConfigDict, dtype, name: str):
+    """An RNN (lstm / gru) or CNN sequence encoder from an encoder sub-config."""
+    if config.kind in recurrent.CELLS:
+        return recurrent.RecurrentEncoder(config.kind, config.hidden_size, config.bidirectional, config.num_layers,
+                                          config.dropout, config.unroll, config.kernel_init, dtype,
+                                          config.input_projection, name=name)
+    if config.kind == "cnn":
+        return cnn.ConvSequenceEncoder(tuple(config.filter_widths), config.num_filters, config.activation,
+                                       config.conv_kernel_init, dtype, name=name)
+    raise ValueError(f"unknown encoder kind {config.kind!r}; choose lstm, gru or cnn")
+
+
+def run_encoder(encoder, x: Array, mask: Array, *, train: bool) -> tuple[Array, Array | None]:
+    """(outputs [T, N, D], final states [N, D] or None)."""
+    if isinstance(encoder, recurrent.RecurrentEncoder):
+        return encoder(x, mask, train=train)
+    return encoder(x, mask), None
+
+
+class KimCNN(TextModel):
+    """Kim (2014) over the flat layout: tokens [B, T] -> conv widths 3,4,5 x n -> max over time."""
+
+    @nn.compact
+    def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
+        c = self.config
+        x = self.embed(batch["tokens"], train=train)  # [B, T, E]: batch-major for the fused conv + max
+        document = cnn.KimEncoder(tuple(c.filter_widths), c.num_filters, c.activation, c.conv_kernel_init,
+                                  self.dtype, name="encoder")(x, batch["token_mask"])
+        return self.finish(document, batch, train=train)
+
+
+class RNNClassifier(TextModel):
+    """LSTM/GRU over the flat layout: tokens [B, T] -> encoder -> pooling (last/mean/max/attention)."""
+
+    @nn.compact
+    def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
+        c = self.config
+        ids = einops.rearrange(batch["tokens"], "b t -> t b")
+        mask = einops.rearrange(batch["token_mask"], "b t -> t b")
+        x = self.embed(ids, train=train)  # [T, B, E]
+        outputs, final = run_encoder(sequence_encoder(c.encoder, self.dtype, "encoder"), x, mask, train=train)
+        document = recurrent.SequencePooling(c.pooling, c.attention_dim, c.attention_activation, c.kernel_init,
+                                             self.dtype, name="pooling")(
+            outputs, mask, final)
+        return self.finish(document, batch, train=train)
+
+
+class HierarchicalAttention(TextModel):
+    """HAN (Yang et al. 2016), and with `user_product` NSC+UPA (Chen et al. 2016) / UPNN biases.
+
+    words [B, S, W] -> word encoder over each sentence -> word attention -> sentence vectors
+    -> sentence encoder -> sentence attention -> document vector -> head. With user/product
+    attention the [user; product] embedding shifts the pre-activation of both attention scores.
+    Attention weights are sown into `intermediates` as `word_attention/weights` [B, S, W] and
+    `sentence_attention/weights` [B, S] (apply with mutable=["intermediates"]).
+    """
+
+    @nn.compact
+    def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
+        c = self.config
+        batch_size, sentences, _ = batch["words"].shape
+        up = c.get("user_product")
+        user_product = self.user_product(batch, train=train) if up is not None else None
+        condition = None if user_product is None else user_product[0]
+        word_condition = sentence_condition = None
+        if condition is not None and up.word_attention:
+            word_condition = einops.repeat(condition, "b c -> (b s) c", s=sentences)
+        if condition is not None and up.sentence_attention:
+            sentence_condition = condition
+
+        # Word level: every sentence of every review is one sequence, time-major [W, B*S, ...].
+        ids = einops.rearrange(batch["words"], "b s w -> w (b s)")
+        word_mask = einops.rearrange(batch["word_mask"], "b s w -> w (b s)")
+        x = self.embed(ids, train=train)
+        words, _ = run_encoder(sequence_encoder(c.word_encoder, self.dtype, "word_encoder"), x, word_mask,
+                               train=train)
+        sentence_vectors, _ = layers.AdditiveAttention(
+            c.attention_dim, c.attention_activation, c.kernel_init, self.dtype, name="word_attention")(
+            words, word_mask, word_condition, sow_shape=batch["words"].shape)
+
+        # Sentence level: [S, B, D].
+        sentence_mask = einops.rearrange(batch["sentence_mask"], "b s -> s b")
+        sentence_vectors = einops.rearrange(sentence_vectors, "(b s) d -> s b d", b=batch_size)
+        sentence_vectors = layers.Norm(c.sentence_norm, self.dtype, name="sentence_norm")(
+            sentence_vectors, train=train, mask=sentence_mask)
+        sentence_vectors = nn.Dropout(c.dropout, deterministic=not train, name="sentence_dropout")(sentence_vectors)
+        states, _ = run_encoder(sequence_encoder(c.sentence_encoder, self.dtype, "sentence_encoder"),
+                                sentence_vectors, sentence_mask, train=train)
+        document, _ = layers.AdditiveAttention(
+            c.attention_dim, c.attention_activation, c.kernel_init, self.dtype, name="sentence_attention")(
+            states, sentence_mask, sentence_condition)
+        return self.finish(document, batch, train=train, user_product=user_product)

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Training throughput of jaxreviews models on random batches, comparable with the PyTorch reference.
+
+    python tools/bench.py --model han_upa                 # one JSON line
+    python tools/bench.py --model han_upa --compare       # + the torch reference, back to back, and the ratio
+    python tools/bench.py --all --compare                 # every model, then a table
+
+Flags and JSON fields are those of ../shared/bench/torch_reference.py (model, framework, threads,
+batch, ms_per_step, docs_per_s), plus `compilations` (backend compilations while training: 1 means
+one executable for the whole run) and `compile_s`. The step is the one the reference times: Adam
+(lr 1e-3) on softmax cross-entropy (MSE for mf), on one random batch of the reference's shapes,
+jitted with the state donated; ms_per_step is the median over --steps steps after --warmup.
+
+The model is the reference's architecture (`reference_config`): the library's default config with
+dropout, normalisation and unknown-id replacement set as in torch_reference.py. `--defaults`
+benches the library defaults instead.
+
+Threads: XLA's CPU thread pool is sized by --threads (0 = every core the process may use) through
+XLA_FLAGS, which must be set before jax is imported, so this file imports jax late.
+
+`--malloc keep` (the default) tells glibc to keep freed memory (one arena, no mmap for big blocks,
+no trimming) before jax starts. XLA allocates its large per-step temporaries afresh on every step;
+with glibc defaults each such block is a fresh mmap whose every page faults again (about 1.5 us per
+4 KiB page on this VM: a few ms per step on the HAN models). `--malloc default` leaves glibc alone.
+The torch reference always runs with glibc defaults (with these settings torch is slower).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REFERENCE_MODELS = ("han_upa", "han", "cnn", "bilstm", "mf")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TORCH_REFERENCE = os.path.normpath(os.path.join(REPO, "..", "shared", "bench", "torch_reference.py"))
+TORCH_PYTHON = "/tmp/torch-ref/bin/python"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="han_upa", help=f"one of {REFERENCE_MODELS} or any jaxreviews model name")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--sentences", type=int, default=16)
+    p.add_argument("--words", type=int, default=24)
+    p.add_argument("--tokens", type=int, default=384)
+    p.add_argument("--vocab", type=int, default=30000)
+    p.add_argument("--embed", type=int, default=200)
+    p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--products", type=int, default=2000)
+    p.add_argument("--classes", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--dtype", default="float32", help="compute dtype of the jax model (float32 | bfloat16)")
+    p.add_argument("--defaults", action="store_true", help="bench the library's default config, not the reference's")
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep")
+    p.add_argument("--compare", action="store_true", help="also run the torch reference and print the ratio")
+    p.add_argument("--torch-python", default=TORCH_PYTHON)
+    p.add_argument("--repeats", type=int, default=1, help="with --compare: alternate jax/torch this many times")
+    p.add_argument("--all", action="store_true", help="every reference model, one process each, then a table")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config entry, e.g. --set word_encoder.unroll=2")
+    return p.parse_args(argv)
+
+
+def keep_freed_memory() -> None:
+    """glibc: one arena, no mmap for large blocks, never trim, so freed pages are reused, not re-faulted."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
+    libc.mallopt(m_arena_max, 1)
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 2**31 - 1)
+
+
+def threads_in_use(requested: int) -> int:
+    return requested if requested > 0 else len(os.sched_getaffinity(0))
+
+
+def configure_threads(threads: int) -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    flags += f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+    flags += f" intra_op_parallelism_threads={threads}"
+    os.environ["XLA_FLAGS"] = flags.strip()
+
+
+def reference_config(name: str, args):
+    """The jaxreviews config of the reference architecture `name` at the benchmark's sizes."""
+    from jaxreviews import models
+
+    model_name = {"bilstm": "bilstm"}.get(name, name)
+    c = models.default_model_config(model_name)
+    if args.defaults or name not in REFERENCE_MODELS:
+        c.dtype = args.dtype
+        _size(c, args)
+        return c
+    c.dtype = args.dtype
+    c.head.kind = "regression" if name == "mf" else "classification"
+    if name == "mf":
+        c.factors = 50
+        c.unknown_rate = 0.0
+        return c
+    c.embedding_dropout = 0.0
+    c.dropout = 0.0
+    c.norm = "none"
+    c.head_dropout = 0.5 if name == "cnn" else 0.0
+    _size(c, args)
+    if name == "cnn":
+        c.filter_widths, c.num_filters, c.activation = (3, 4, 5), 100, "relu"
+    elif name == "bilstm":
+        c.encoder.kind, c.encoder.bidirectional, c.encoder.num_layers, c.pooling = "lstm", True, 1, "mean"
+    else:
+        for encoder in (c.word_encoder, c.sentence_encoder):
+            encoder.kind, encoder.bidirectional, encoder.num_layers = "lstm", True, 1
+        c.attention_dim = 2 * args.hidden
+        c.sentence_norm = "none"
+        if name == "han_upa":
+            c.user_product.dim = args.embed
+            c.user_product.word_attention = c.user_product.sentence_attention = True
+            c.user_product.concat_to_document = c.user_product.rating_biases = False
+            c.user_product.unknown_rate = 0.0
+    return c
+
+
+def _size(c, args) -> None:
+    if c.name == "mf":
+        return
+    c.embed_dim = args.embed
+    for key in ("encoder", "word_encoder", "sentence_encoder"):
+        if key in c:
+            c[key].hidden_size = args.hidden
+    if "attention_dim" in c:
+        c.attention_dim = 2 * args.hidden
+    if "user_product" in c:
+        c.user_product.dim = args.embed
+
+
+def apply_overrides(c, overrides) -> None:
+    import ast
+
+    for item in overrides:
+        key, _, value = item.partition("=")
+        target = c
+        *path, leaf = key.split(".")
+        for part in path:
+            target = target[part]
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        target[leaf] = parsed
+
+
+def random_batch(name: str, layout: str, args):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b = args.batch
+    batch = {
+        "user": rng.integers(0, args.users, b, dtype=np.int32),
+        "product": rng.integers(0, args.products, b, dtype=np.int32),
+        "label": rng.integers(0, args.classes, b, dtype=np.int32),
+        "rating": (rng.random(b, dtype=np.float32) * 4 + 1).astype(np.float32),
+        "weight": np.ones(b, np.float32),
+    }
+    if layout == "hierarchical":
+        batch["words"] = rng.integers(1, args.vocab, (b, args.sentences, args.words), dtype=np.int32)
+        batch["word_mask"] = np.ones((b, args.sentences, args.words), bool)
+        batch["sentence_mask"] = np.ones((b, args.sentences), bool)
+    elif layout == "flat":
+        batch["tokens"] = rng.integers(1, args.vocab, (b, args.tokens), dtype=np.int32)
+        batch["token_mask"] = np.ones((b, args.tokens), bool)
+    return batch
+
+
+def bench_jax(args) -> dict:
+    threads = threads_in_use(args.threads)
+    configure_threads(threads)
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxreviews import models
+    from jaxreviews.models import heads
+
+    compiles: list[float] = []
+
+    def on_event(event: str, duration: float, **_) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+
+    config = reference_config(args.model, args)
+    apply_overrides(config, args.set)
+    layout = models.input_layout(config.name)
+    batch = jax.device_put(random_batch(args.model, layout, args))
+    lo, hi = 1.0, float(args.classes)
+    model = models.build_model(config, vocab_size=args.vocab, num_users=args.users, num_products=args.products,
+                               num_classes=args.classes, rating_range=(lo, hi))
+    tx = optax.adam(1e-3)
+    key = jax.random.key(0)
+
+    @jax.jit
+    def init(batch, key):
+        params = model.init({"params": key}, batch, train=False)["params"]
+        return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+    def train_step(state, batch, key):
+        def loss_fn(params):
+            outputs = model.apply({"params": params}, batch, train=True,
+                                  rngs={"dropout": jax.random.fold_in(key, state["step"])})
+            return heads.loss(outputs, batch, config.head)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        return {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+                "opt_state": opt_state}, loss
+
+    step = jax.jit(train_step, donate_argnums=0)
+    state = init(batch, key)
+    parameters = models.count_parameters(state["params"])["total"]
+    compiles.clear()
+    started = time.perf_counter()
+    state, loss = step(state, batch, key)
+    loss.block_until_ready()
+    first_step_s = time.perf_counter() - started
+    for _ in range(max(args.warmup - 1, 0)):
+        state, loss = step(state, batch, key)
+        loss.block_until_ready()
+
+    def measure() -> float:
+        nonlocal state
+        times = []
+        for _ in range(args.steps):
+            t = time.perf_counter()
+            state, loss = step(state, batch, key)
+            loss.block_until_ready()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    result = {"model": args.model, "framework": f"jax {jax.__version__}", "threads": threads, "batch": args.batch,
+              "ms_per_step": None, "docs_per_s": None, "compilations": None, "compile_s": None,
+              "first_step_s": round(first_step_s, 2), "parameters": int(parameters), "dtype": args.dtype,
+              "config": "defaults" if args.defaults else "reference", "malloc": args.malloc,
+              "loss": None}
+    result["_measure"] = measure
+    result["_finish"] = lambda: result.update(compilations=len(compiles), compile_s=round(sum(compiles), 2),
+                                              loss=round(float(loss), 4))
+    return result
+
+
+def run_torch(args) -> dict | None:
+    if not os.path.exists(args.torch_python) or not os.path.exists(TORCH_REFERENCE):
+        print(f"torch reference not run: need {args.torch_python} and {TORCH_REFERENCE}", file=sys.stderr)
+        return None
+    flags = ["--model", args.model]
+    for name in ("batch", "sentences", "words", "tokens", "vocab", "embed", "hidden", "users", "products",
+                 "classes", "steps", "warmup", "threads"):
+        flags += [f"--{name}", str(getattr(args, name) if name != "threads" else threads_in_use(args.threads))]
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "XLA_FLAGS")}
+    out = subprocess.run([args.torch_python, TORCH_REFERENCE, *flags], capture_output=True, text=True, env=env)
+    if out.returncode:
+        print(out.stderr, file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.all:
+        return run_all(args, argv if argv is not None else sys.argv[1:])
+    if args.malloc == "keep":
+        keep_freed_memory()
+    sys.path.insert(0, REPO)
+    result = bench_jax(args)
+    measure, finish = result.pop("_measure"), result.pop("_finish")
+    jax_ms, torch_runs = [], []
+    for _ in range(max(args.repeats, 1) if args.compare else 1):
+        jax_ms.append(measure())
+        if args.compare:
+            torch_runs.append(run_torch(args))
+    finish()
+    ms = statistics.median(jax_ms)
+    result.update(ms_per_step=round(ms * 1e3, 2), docs_per_s=round(args.batch / ms, 1))
+    if len(jax_ms) > 1:
+        result["ms_per_step_runs"] = [round(m * 1e3, 2) for m in jax_ms]
+    print(json.dumps(result), flush=True)
+    torch_runs = [r for r in torch_runs if r]
+    if torch_runs:
+        torch_ms = statistics.median(r["ms_per_step"] for r in torch_runs)
+        reference = dict(torch_runs[0], ms_per_step=torch_ms, docs_per_s=round(args.batch / torch_ms * 1e3, 1))
+        if len(torch_runs) > 1:
+            reference["ms_per_step_runs"] = [r["ms_per_step"] for r in torch_runs]
+        print(json.dumps(reference), flush=True)
+        print(json.dumps({"model": args.model, "jax_docs_per_s": result["docs_per_s"],
+                          "torch_docs_per_s": reference["docs_per_s"],
+                          "ratio": round(result["docs_per_s"] / reference["docs_per_s"], 2)}), flush=True)
+
+
+def run_all(args, argv) -> None:
+    """Each model in its own process (fresh XLA state), then a markdown table."""
+    base = [a for a in argv if a != "--all"]
+    rows = []
+    for name in REFERENCE_MODELS:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *base, "--model", name],
+                             capture_output=True, text=True)
+        lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        if out.returncode or not lines:
+            print(out.stdout, out.stderr, file=sys.stderr)
+            continue
+        for line in lines:
+            print(json.dumps(line), flush=True)
+        jax_line = lines[0]
+        ratio = next((line for line in lines if "ratio" in line), None)
+        rows.append((name, jax_line, ratio))
+    print()
+    print("| model | jax ms/step | jax docs/s | torch docs/s | ratio | compilations |")
+    print("|---|---|---|---|---|---|")
+    for name, j, r in rows:
+        torch_docs = r["torch_docs_per_s"] if r else "-"
+        ratio = f"{r['ratio']:.2f}x" if r else "-"
+        print(f"| {name} | {j['ms_per_step']} | {j['docs_per_s']} | {torch_docs} | {ratio} | {j['compilations']} |")
+
+
+if __name__ == "__main__":
+    main()
