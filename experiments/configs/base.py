@@ -28,9 +28,31 @@ def make_config(model_name: str, arg: str | None = None) -> ml_collections.Confi
     config.model = models.default_model_config(model_name)
     config.optimizer = default_optimizer_config()
     config.train = default_train_config()
+    config.train.epochs = 5
+    config.train.patience = 2
+    _synthetic_sizes(config.model)
     for part in filter(None, (arg or "").split(",")):
         apply_variant(config, part)
     return config
+
+
+def _synthetic_sizes(model: ml_collections.ConfigDict) -> None:
+    """Half the literature's sizes: the default synthetic run takes minutes on a laptop CPU and its
+    5,000-word vocabulary needs no more. The real data sets' variants restore the literature's."""
+    _set_sizes(model, embed=100, hidden=50)
+
+
+def _set_sizes(model: ml_collections.ConfigDict, *, embed: int, hidden: int) -> None:
+    if model.name == "mf":
+        return
+    model.embed_dim = embed
+    for encoder in ("encoder", "word_encoder", "sentence_encoder"):
+        if encoder in model:
+            model[encoder].hidden_size = hidden
+    if "attention_dim" in model:
+        model.attention_dim = 2 * hidden
+    if "user_product" in model:
+        model.user_product.dim = embed
 
 
 def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
@@ -48,12 +70,14 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
         config.optimizer.learning_rate = 1e-2
         models.shrink_for_tests(config.model)
     elif variant == "amazon_beauty":
+        _set_sizes(config.model, embed=200, hidden=100)
         config.data.name = "files"
         config.data.format = "amazon"
         config.data.path = os.path.abspath(os.path.join(SHARED_DATA, "amazon-beauty", "All_Beauty_5.json"))
         config.data.drop_duplicates = True
         config.data.rating_range = (1.0, 5.0)
     elif variant in LITERATURE:
+        _set_sizes(config.model, embed=200, hidden=100)
         config.data.name = "files"
         config.data.format = "tang"
         config.data.manual_dir = os.path.expanduser(f"~/data/{variant}")

@@ -362,9 +362,9 @@ def format_results(results: dict) -> str:
         if isinstance(values, dict):
             rows.append((f"reference: {name}", values))
     columns = ("accuracy", "macro_f1", "rmse", "mae")
-    lines = [f"{'':34}" + "".join(f"{c:>10}" for c in columns)]
+    lines = [f"{'':40}" + "".join(f"{c:>10}" for c in columns)]
     for name, values in rows:
         cells = [f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-" for k in columns]
-        lines.append(f"{name:34}" + "".join(f"{c:>10}" for c in cells))
+        lines.append(f"{name:40}" + "".join(f"{c:>10}" for c in cells))
     lines.append(f"param_checksum {results['param_checksum'][:16]}…  compilations {results.get('compilations')}")
     return "\n".join(lines)
