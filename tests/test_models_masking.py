@@ -160,3 +160,8 @@ def test_input_projection_modes_agree_with_gradients(cell, mode, bidirectional, 
     (value_a, grads_a), (value_b, grads_b) = loss(fused)(variables, x), loss(hoisted)(variables, x)
     np.testing.assert_allclose(value_a, value_b, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads_a, grads_b)
+    if mode == "chunked":  # the scans inside the chunks may be unrolled
+        unrolled = recurrent.RecurrentLayer(cell, H, bidirectional, unroll=3, input_projection=mode)
+        value_c, grads_c = loss(unrolled)(variables, x)
+        np.testing.assert_allclose(value_a, value_c, rtol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads_a, grads_c)

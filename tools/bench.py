@@ -18,11 +18,16 @@ benches the library defaults instead.
 Threads: XLA's CPU thread pool is sized by --threads (0 = every core the process may use) through
 XLA_FLAGS, which must be set before jax is imported, so this file imports jax late.
 
-`--malloc keep` (the default) tells glibc to keep freed memory (one arena, no mmap for big blocks,
-no trimming) before jax starts. XLA allocates its large per-step temporaries afresh on every step;
-with glibc defaults each such block is a fresh mmap whose every page faults again (about 1.5 us per
-4 KiB page on this VM: a few ms per step on the HAN models). `--malloc default` leaves glibc alone.
-The torch reference always runs with glibc defaults (with these settings torch is slower).
+Memory allocator (`--malloc`, and `--torch-malloc` for the reference, by default the same):
+  default  glibc as it comes: the neutral comparison.
+  keep     glibc keeps freed memory: one arena, no mmap for big blocks, no trimming (mallopt at
+           start-up; the torch reference is started through a small wrapper that does the same
+           before importing torch). XLA allocates each step's temporaries as one block of
+           hundreds of MB; with glibc defaults it is a fresh mmap every step and every page
+           faults again (about 1.5 us per 4 KiB page on this VM): HAN's step goes from ~150 ms
+           to ~96 ms with `keep`. Torch gains on the RNN models too, but its CNN and MF steps
+           become 10-300x slower under these settings, so pick per framework.
+Training jobs on CPU should call the equivalent of `keep_freed_memory()` before importing jax.
 """
 from __future__ import annotations
 
@@ -60,7 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--dtype", default="float32", help="compute dtype of the jax model (float32 | bfloat16)")
     p.add_argument("--defaults", action="store_true", help="bench the library's default config, not the reference's")
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep")
+    p.add_argument("--malloc", choices=("default", "keep"), default="default",
+                   help="glibc allocator settings of the jax process (see the module docstring)")
+    p.add_argument("--torch-malloc", choices=("same", "default", "keep"), default="same",
+                   help="allocator settings of the torch process (same = as --malloc)")
     p.add_argument("--compare", action="store_true", help="also run the torch reference and print the ratio")
     p.add_argument("--torch-python", default=TORCH_PYTHON)
     p.add_argument("--repeats", type=int, default=1, help="with --compare: alternate jax/torch this many times")
@@ -268,11 +276,20 @@ def run_torch(args) -> dict | None:
                  "classes", "steps", "warmup", "threads"):
         flags += [f"--{name}", str(getattr(args, name) if name != "threads" else threads_in_use(args.threads))]
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "XLA_FLAGS")}
-    out = subprocess.run([args.torch_python, TORCH_REFERENCE, *flags], capture_output=True, text=True, env=env)
+    malloc = args.malloc if args.torch_malloc == "same" else args.torch_malloc
+    if malloc == "keep":  # glibc settings as in keep_freed_memory(), then the reference as is
+        wrapper = ("import ctypes, runpy, sys; libc = ctypes.CDLL('libc.so.6'); "
+                   "libc.mallopt(-8, 1); libc.mallopt(-4, 0); libc.mallopt(-1, 2**31 - 1); "
+                   f"sys.argv = [{TORCH_REFERENCE!r}] + sys.argv[1:]; "
+                   f"runpy.run_path({TORCH_REFERENCE!r}, run_name='__main__')")
+        command = [args.torch_python, "-c", wrapper, *flags]
+    else:
+        command = [args.torch_python, TORCH_REFERENCE, *flags]
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
     if out.returncode:
         print(out.stderr, file=sys.stderr)
         return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]), malloc=malloc)
 
 
 def main(argv=None) -> None:

@@ -21,11 +21,11 @@ Three implementations of a layer, all with the same parameters and numbers
            its steps with one h @ U matmul each, and a hand-written VJP saves per-step gate
            gradients and turns dx, dW, db and dU into a few chunk-sized matmuls, instead of the
            per-step dU matmul that autodiff of a scan accumulates.
-Measured on the project's 2-core CPU, one train step at the reference shapes (see
-tools/bench.py): HAN 24 steps x 512 sentences: fused 116 ms fwd+bwd for the word encoder vs 150
-hoisted (its [T*N, 4H] projections, 20 MB, go through memory); flat BiLSTM 384 steps x 32: hoisted
-beats fused by ~25% (tiny per-step matmuls); whole train step with chunked vs the better of the two:
-HAN 112 -> ~100 ms, BiLSTM 134 -> ~87 ms.
+Measured on the project's 2-core CPU at the reference shapes (tools/bench.py, `--malloc keep`):
+HAN's word encoder, 24 steps x 512 sentences, fwd+bwd: fused 116 ms vs hoisted 150 ms (its
+[T*N, 4H] projections, 20 MB, go through memory); flat BiLSTM, 384 steps x 32: hoisted beats fused
+by ~25% (tiny per-step matmuls). Whole train step, chunked vs the better of the other two: HAN
+112 -> ~96 ms, BiLSTM 134 -> ~87 ms. `unroll` unrolls the scans over steps (no gain measured).
 """
 from __future__ import annotations
 
@@ -136,8 +136,9 @@ def chunk_length(steps: int, rows: int) -> int:
     return max(1, min(steps, max(CHUNK_ROWS // max(rows, 1), -(-steps // MAX_CHUNKS))))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def lstm_chunked(x: Array, mask: Array, input_kernel: Array, bias: Array, kernel: Array, chunk: int):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def lstm_chunked(x: Array, mask: Array, input_kernel: Array, bias: Array, kernel: Array, chunk: int,
+                 unroll: int = 1):
     """K LSTMs (K = 1 or 2 directions) over time, in chunks of `chunk` steps, with a hand-written VJP.
 
     x [T, N, D]; mask [T, N] bool (a padded step carries the state through); input_kernel
@@ -154,7 +155,7 @@ def lstm_chunked(x: Array, mask: Array, input_kernel: Array, bias: Array, kernel
     the chunk's dx, dW, db and dU are then a few chunk-sized matmuls. The loop over chunks is a
     Python loop, so the saved activations stay per chunk (no stacked [T, ...] buffers to fill).
     """
-    return _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk)[0]
+    return _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll)[0]
 
 
 def _gate_constants(hidden: int, dtype):
@@ -176,7 +177,7 @@ def _direction_rows(x: Array, direction: int, start: int, stop: int) -> Array:
     return x[start:stop] if direction == 0 else x[steps - stop:steps - start][::-1]
 
 
-def _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk):
+def _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll):
     k, hidden = kernel.shape[0], kernel.shape[1]
     steps, batch, _ = x.shape
     dtype = x.dtype
@@ -204,18 +205,18 @@ def _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk):
         rows = tuple(_direction_rows(x, d, start, stop) for d in range(k))  # [chunk, N, D] each
         projected = jnp.stack([jnp.einsum("tnd,dg->tng", rows[d], w[d]) + b[d] for d in range(k)],
                               axis=1)  # [chunk, K, N, 4H]
-        carry, (hs, cs, acts) = jax.lax.scan(step, carry, (projected, stacked_masks[start:stop]))
+        carry, (hs, cs, acts) = jax.lax.scan(step, carry, (projected, stacked_masks[start:stop]), unroll=unroll)
         saved.append((rows, hs, cs, acts))  # the chunk's inputs and [chunk, K, N, ...] activations
     hs = jnp.concatenate([hs for _, hs, _, _ in saved], axis=0) if len(saved) > 1 else saved[0][1]
     return (hs, carry[0]), saved
 
 
-def _lstm_chunked_fwd(x, mask, input_kernel, bias, kernel, chunk):
-    outputs, saved = _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk)
+def _lstm_chunked_fwd(x, mask, input_kernel, bias, kernel, chunk, unroll):
+    outputs, saved = _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll)
     return outputs, (x, mask, input_kernel, bias, kernel, saved)
 
 
-def _lstm_chunked_bwd(chunk, residuals, cotangents):
+def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
     x, mask, input_kernel, bias, kernel, saved = residuals
     d_outputs, d_final = cotangents  # [T, K, N, H], [K, N, H]
     k, hidden = kernel.shape[0], kernel.shape[1]
@@ -258,7 +259,7 @@ def _lstm_chunked_bwd(chunk, residuals, cotangents):
         h_before = jnp.concatenate([h_last, hs[:-1]], axis=0)  # the state entering each step
         c_before = jnp.concatenate([c_last, cs[:-1]], axis=0)
         carry, d_gates = jax.lax.scan(step, carry, (d_outputs[start:stop].astype(dtype), acts, cs, c_before,
-                                                    stacked_masks[start:stop]), reverse=True)
+                                                    stacked_masks[start:stop]), reverse=True, unroll=unroll)
         for d in range(k):
             g_d = d_gates[d]  # [chunk, N, 4H]
             d_inputs[d][index] = jnp.einsum("tng,dg->tnd", g_d, w[d])
@@ -333,7 +334,7 @@ class RecurrentLayer(nn.Module):
         if mode == "chunked":
             kernel = RecurrentKernel(self.hidden_size, k, name="recurrent")()
             outputs, final = lstm_chunked(x, mask, input_kernel, bias, kernel,
-                                          chunk_length(steps, batch))  # [T, K, N, H], [K, N, H]
+                                          chunk_length(steps, batch), self.unroll)  # [T, K, N, H], [K, N, H]
             outputs = jnp.moveaxis(outputs, 1, 0)
         else:
             inputs = (x, x[::-1])[:k]
