@@ -27,7 +27,7 @@ Memory allocator (`--malloc`, and `--torch-malloc` for the reference, by default
            faults again (about 1.5 us per 4 KiB page on this VM): HAN's step goes from ~150 ms
            to ~96 ms with `keep`. Torch gains on the RNN models too, but its CNN and MF steps
            become 10-300x slower under these settings, so pick per framework.
-Training jobs on CPU should call the equivalent of `keep_freed_memory()` before importing jax.
+`python -m experiments.train` applies `keep` (jaxreviews/train/allocator.py) unless --nokeep_freed_memory.
 """
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jaxreviews.train import allocator  # no jax import: XLA_FLAGS are set before that
 
 REFERENCE_MODELS = ("han_upa", "han", "cnn", "bilstm", "mf")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,18 +79,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config entry, e.g. --set word_encoder.unroll=2")
     return p.parse_args(argv)
-
-
-def keep_freed_memory() -> None:
-    """glibc: one arena, no mmap for large blocks, never trim, so freed pages are reused, not re-faulted."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-    libc.mallopt(m_arena_max, 1)
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 2**31 - 1)
 
 
 def threads_in_use(requested: int) -> int:
@@ -277,7 +268,7 @@ def run_torch(args) -> dict | None:
         flags += [f"--{name}", str(getattr(args, name) if name != "threads" else threads_in_use(args.threads))]
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "XLA_FLAGS")}
     malloc = args.malloc if args.torch_malloc == "same" else args.torch_malloc
-    if malloc == "keep":  # glibc settings as in keep_freed_memory(), then the reference as is
+    if malloc == "keep":  # glibc settings as in allocator.keep_freed_memory(), then the reference as is
         wrapper = ("import ctypes, runpy, sys; libc = ctypes.CDLL('libc.so.6'); "
                    "libc.mallopt(-8, 1); libc.mallopt(-4, 0); libc.mallopt(-1, 2**31 - 1); "
                    f"sys.argv = [{TORCH_REFERENCE!r}] + sys.argv[1:]; "
@@ -297,7 +288,7 @@ def main(argv=None) -> None:
     if args.all:
         return run_all(args, argv if argv is not None else sys.argv[1:])
     if args.malloc == "keep":
-        keep_freed_memory()
+        allocator.keep_freed_memory()
     sys.path.insert(0, REPO)
     result = bench_jax(args)
     measure, finish = result.pop("_measure"), result.pop("_finish")
