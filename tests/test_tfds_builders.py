@@ -159,8 +159,12 @@ def test_load_splits_from_tfds_equals_load_splits_from_the_files(tmp_path):
     write_literature_files(tmp_path / "manual", LITERATURE_CASES[0][1], 5, sizes=(30, 8, 9))
     config = pipeline.default_data_config()
     config.manual_dir = os.fspath(tmp_path / "manual")
-    config.name = "files"
+    config.name, config.format = "files", "tang"
+    files = sorted(os.listdir(tmp_path / "manual"))
+    for key, word in (("train", "train"), ("valid", "dev"), ("test", "test")):
+        config[key] = os.fspath(tmp_path / "manual" / next(f for f in files if f".{word}." in f))
     from_files = pipeline.load_splits(config)
+    config.train = config.valid = config.test = ""
     config.name, config.tfds_name, config.tfds_data_dir = "tfds", "yelp13", os.fspath(tmp_path / "data")
     from_tfds = pipeline.load_splits(config)
     assert from_tfds.vocab.tokens == from_files.vocab.tokens
@@ -189,3 +193,20 @@ def test_importing_jaxreviews_and_the_pipeline_does_not_import_tfds():
     code = ("import sys, jaxreviews, jaxreviews.data.pipeline; "
             "assert 'tensorflow_datasets' not in sys.modules; assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_experiment_variant_reads_a_literature_builder(tmp_path):
+    """`--config=...:yelp13` = data.name yelp13 + manual_dir: the TFDS builder, prepared from the files."""
+    from experiments.configs import base
+    from jaxreviews.data import pipeline, readers, synthetic
+
+    reviews = synthetic.generate(synthetic.default_spec("tiny")).reviews
+    manual = tmp_path / "yelp13"
+    manual.mkdir()
+    for split, part in (("train", reviews[:400]), ("dev", reviews[400:500]), ("test", reviews[500:])):
+        readers.write_tang(manual / f"yelp-2013-seg-20-20.{split}.ss", part)
+    config = base.make_config("cnn", "yelp13")
+    config.data.manual_dir = str(manual)
+    config.data.tfds_data_dir = str(tmp_path / "tfds")
+    splits = pipeline.load_splits(config.data)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (400, 100, 100)

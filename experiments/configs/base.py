@@ -4,7 +4,7 @@ variant:
 
   tiny            seconds on a small synthetic corpus, every part of a real run exercised
   amazon_beauty   ../shared/data/amazon-beauty/All_Beauty_5.json (JSON lines), duplicates dropped
-  yelp13 | yelp14 | imdb   literature-format files in data.manual_dir (train / dev / test)
+  yelp13 | yelp14 | imdb   the TFDS builders, prepared from the literature files in data.manual_dir
 """
 from __future__ import annotations
 
@@ -78,8 +78,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
         config.data.rating_range = (1.0, 5.0)
     elif variant in LITERATURE:
         _set_sizes(config.model, embed=200, hidden=100)
-        config.data.name = "files"
-        config.data.format = "tang"
+        config.data.name = variant  # the TFDS builder: prepared once from the manual folder, then read
         config.data.manual_dir = os.path.expanduser(f"~/data/{variant}")
         config.data.rating_range = LITERATURE[variant]
     else:

@@ -19,9 +19,12 @@ from jaxreviews.data.corpus import EncodedReviews
 from jaxreviews.data.vocab import IdMap, Vocabulary, load_word_vectors
 
 
+TFDS_BUILDERS = ("yelp13", "yelp14", "imdb", "amazon_reviews")
+
+
 def default_data_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.name = "synthetic"  # "synthetic" | "files" | "tfds"
+    c.name = "synthetic"  # "synthetic" | "files" | "tfds" | a TFDS builder: yelp13, yelp14, imdb, amazon_reviews
     c.synthetic_size = "default"  # "default" | "tiny"
     c.synthetic_seed = 0
     c.format = ""  # tang | amazon | ratings; "" = detect from the file
@@ -29,7 +32,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.train = ""  # or separate files
     c.valid = ""
     c.test = ""
-    c.manual_dir = ""  # a folder with the train / dev / test files of a literature data set
+    c.manual_dir = ""  # TFDS builders of real data read their files from here
     c.tfds_name = ""  # name="tfds": a jaxreviews.data.tfds_builders builder, "yelp13", "synthetic_reviews/tiny"
     c.tfds_data_dir = ""  # where TFDS keeps prepared data sets; "" = TFDS's default (~/tensorflow_datasets)
     c.split_fractions = (0.8, 0.1, 0.1)
@@ -91,27 +94,6 @@ def _holdout(groups: np.ndarray, indices: np.ndarray, fraction: float, seed: int
     return indices[kept], indices[held]
 
 
-def _with_manual_files(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Finds `*train*`, `*dev*` or `*valid*`, and `*test*` files in `manual_dir` (the names of the
-    Tang et al. releases, e.g. yelp-2013-seg-20-20.train.ss, or train.txt / dev.txt / test.txt)."""
-    directory = os.path.expanduser(config.manual_dir)
-    if not os.path.isdir(directory):
-        raise ValueError(f"data.manual_dir={config.manual_dir!r} is not a folder")
-    names = sorted(os.listdir(directory))
-    found = {}
-    for split, keys in (("train", ("train",)), ("valid", ("dev", "valid")), ("test", ("test",))):
-        matches = [n for n in names if any(k in n.lower() for k in keys)]
-        if len(matches) > 1:
-            raise ValueError(f"{directory}: several {split} files {matches}; set data.{split}=FILE")
-        if matches:
-            found[split] = os.path.join(directory, matches[0])
-    if "train" not in found or "test" not in found:
-        raise ValueError(f"{directory}: expected files named *train* and *test* (and *dev*), found {names}")
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.train, config.test, config.valid = found["train"], found["test"], found.get("valid", "")
-    return config
-
-
 def _read_tfds(config: ml_collections.ConfigDict, reports: dict) -> dict:
     """Train / valid / test parts from the TFDS builder `data.tfds_name`, prepared first (as
     array_record, from `data.manual_dir` for the real data sets) when `data.tfds_data_dir` lacks it.
@@ -145,8 +127,6 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
         collected = corpus.collect(synthetic.generate(spec).reviews)
         parts = {"all": collected}
     elif config.name == "files":
-        if config.manual_dir and not (config.path or config.train):
-            config = _with_manual_files(config)
         if config.path:
             parts = {"all": _read(config.path, config, "read", reports)}
         elif config.train and config.test:
@@ -156,7 +136,9 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
                 parts["valid"] = _read(config.valid, config, "read_valid", reports)
         else:
             raise ValueError("data.name='files' needs data.path=FILE or data.train=FILE and data.test=FILE")
-    elif config.name == "tfds":
+    elif config.name == "tfds" or config.name in TFDS_BUILDERS:
+        if config.name != "tfds":  # --config.data.name=yelp13 --config.data.manual_dir=~/data/yelp13
+            config = ml_collections.ConfigDict({**config.to_dict(), "tfds_name": config.name})
         parts = _read_tfds(config, reports)
     else:
         raise ValueError(f"unknown data.name {config.name!r}: 'synthetic', 'files' or 'tfds'")
