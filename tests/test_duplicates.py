@@ -87,3 +87,11 @@ def test_group_split_allows_empty_splits_and_checks_fractions():
     for fractions in [(0.5, 0.4), (1.2, -0.2), ()]:
         with pytest.raises(ValueError, match="fractions"):
             group_split(np.arange(10), fractions)
+
+
+def test_ratings_without_text_are_copies_only_of_the_same_product():
+    from jaxreviews.data import corpus
+    rows = [Review("u1", "p1", 5.0), Review("u1", "p2", 5.0), Review("u1", "p1", 5.0), Review("u2", "p1", 5.0)]
+    expected = [0, 1, 0, 2]
+    assert duplicate_groups(rows).tolist() == expected
+    assert corpus.collect(rows).duplicate_groups.tolist() == expected

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from jaxreviews.data import duplicates
 from jaxreviews.data.types import OOV_ID, Review
 from jaxreviews.data.vocab import IdMap, Vocabulary
 
@@ -195,10 +196,7 @@ def collect(reviews: Iterable[Review]) -> Collected:
         user_ids.append(users[review.user])
         product_ids.append(products[review.product])
         ratings.append(review.rating)
-        # A hash, not the text: holding every review's text would defeat streaming. A rating
-        # without text is its own group (a user's many 5-star ratings are not copies).
-        key = (review.user, review.rating, hash(review.sentences)) if review.sentences else len(ratings)
-        group_ids.append(groups[key])
+        group_ids.append(groups[duplicates.identity(review)])  # a hash, not the text: streaming
     arrays = ReviewArrays(
         token_ids=np.frombuffer(token_ids, np.int32), token_offsets=np.frombuffer(token_ends, np.int64),
         sentence_offsets=np.frombuffer(sentence_ends, np.int64),

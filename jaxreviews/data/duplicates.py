@@ -22,9 +22,20 @@ _SENTENCE_SEPARATOR = "\x1e"
 _FIELD_SEPARATOR = "\x1d"
 
 
+def identity(review: Review) -> tuple:
+    """What makes two reviews copies, hashed (in-process keys, no text held): the same user, rating
+    and text; a rating without text (rating tables) copies only the same user's rating of the same
+    product, since a user's many 5-star ratings are not copies of each other."""
+    text = hash(review.sentences) if review.sentences else ("product", review.product)
+    return review.user, review.rating, text
+
+
 def review_key(review: Review) -> bytes:
-    """A 16-byte digest of (user, sentences, rating): equal for duplicates, compact for big dumps."""
-    text = _SENTENCE_SEPARATOR.join(_TOKEN_SEPARATOR.join(sentence) for sentence in review.sentences)
+    """A 16-byte digest of `identity`'s fields: equal for duplicates, stable across processes."""
+    if review.sentences:
+        text = _SENTENCE_SEPARATOR.join(_TOKEN_SEPARATOR.join(sentence) for sentence in review.sentences)
+    else:
+        text = _FIELD_SEPARATOR + review.product  # no sentence serialises to this
     serialised = _FIELD_SEPARATOR.join((review.user, repr(float(review.rating)), text))
     return hashlib.blake2b(serialised.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
