@@ -1,9 +1,20 @@
 #!/usr/bin/env python3
-"""Training throughput of jaxreviews models on random batches, comparable with the PyTorch reference.
+"""Training throughput of jaxreviews models, comparable with the PyTorch reference.
 
-    python tools/bench.py --model han_upa                 # one JSON line
+    python tools/bench.py --model han_upa                 # random batches of fixed shapes: one JSON line
     python tools/bench.py --model han_upa --compare       # + the torch reference, back to back, and the ratio
     python tools/bench.py --all --compare                 # every model, then a table
+    python tools/bench.py --data FILE --format amazon --model han_upa --compare   # a file's real reviews
+
+Real lengths (`--data FILE --format tang|amazon`): the file's reviews go through the library's own
+pipeline (reader, vocabulary of --vocab words, `data.layout` batches: packed for han/han_upa/cnn,
+padded buckets for the recurrent flat models; `--layout` overrides) into the library's train step
+(`jaxreviews.train.step`, Adam 1e-3, what `experiments.train` runs). Every batch shape is compiled
+first (`compile_s`, reported apart), then one pass over all reviews is timed: `docs_per_s` =
+reviews / seconds, `padding_efficiency` = real tokens / token slots. With --compare the same
+reviews, written in the literature format (the Amazon text tokenised by the library, so both
+frameworks see the same tokens), go to `torch_reference.py --data` (sorted by length, padded per
+batch), alternating --repeats times. Reviews without text are left out, as the reference does.
 
 Flags and JSON fields are those of ../shared/bench/torch_reference.py (model, framework, threads,
 batch, ms_per_step, docs_per_s), plus `compilations` (backend compilations while training: 1 means
@@ -78,6 +89,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--all", action="store_true", help="every reference model, one process each, then a table")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config entry, e.g. --set word_encoder.unroll=2")
+    p.add_argument("--data", default="", help="train over this file's real reviews (see the module docstring)")
+    p.add_argument("--format", default="", help="--data's format: tang | amazon ('' = detect)")
+    p.add_argument("--layout", default="auto", help="--data batches: auto | packed | padded")
+    p.add_argument("--max-sentences", type=int, default=32)
+    p.add_argument("--max-words", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--num-buckets", type=int, default=6, help="padded layout: bucket shapes")
     return p.parse_args(argv)
 
 
@@ -283,8 +301,155 @@ def run_torch(args) -> dict | None:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]), malloc=malloc)
 
 
+def read_reviews(args) -> list:
+    """The file's reviews that have text (the torch reference skips the others)."""
+    from jaxreviews.data import readers
+
+    return [r for r in readers.read_reviews(args.data, args.format or None) if r.sentences]
+
+
+def bench_data_jax(args, reviews) -> dict:
+    """One timed pass over `reviews` through the library's pipeline and train step."""
+    threads = threads_in_use(args.threads)
+    configure_threads(threads)
+    import jax
+    import optax
+
+    from jaxreviews import models
+    from jaxreviews.data import batching, corpus, packing
+    from jaxreviews.train import step as step_lib
+
+    compiles: list[float] = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, duration, **_: compiles.append(duration)
+        if event == "/jax/core/compile/backend_compile_duration" else None)
+
+    started = time.perf_counter()
+    collected = corpus.collect(reviews)
+    vocab = collected.build_vocabulary(max_size=args.vocab)
+    users, products = collected.build_id_maps()
+    data = collected.encode(None, vocab, users, products)
+    config = reference_config(args.model, args)
+    apply_overrides(config, args.set)
+    layout = models.input_layout(config.name)
+    packed = models.batch_layout(config.name, args.layout) == "packed"
+    options = dict(layout=layout, batch_size=args.batch, seed=0, max_sentences=args.max_sentences,
+                   max_words=args.max_words, max_tokens=args.max_tokens)
+    batcher = (packing.PackedBatcher(data, **options) if packed
+               else batching.Batcher(data, num_buckets=args.num_buckets, **options))
+    pipeline_s = time.perf_counter() - started
+    low = min(r.rating for r in reviews)
+    model = models.build_model(config, vocab_size=max(args.vocab, len(vocab)), num_users=len(users),
+                               num_products=len(products), num_classes=args.classes,
+                               rating_range=(low, low + args.classes - 1))
+    tx = optax.adam(1e-3)
+    example = next(batcher.epoch(0))
+    state = jax.jit(lambda b, k: step_lib.init_state(model, tx, b, k))(example, jax.random.key(0))
+    step = jax.jit(step_lib.make_train_step(model, tx, config.head), donate_argnums=0)
+    key = jax.random.key(1)
+
+    # Compile every shape first (AOT), so the timed pass compiles nothing.
+    compiles.clear()
+    shapes = {}
+    for batch in batcher.epoch(0):
+        signature = tuple((k, v.shape) for k, v in sorted(batch.items()))
+        if signature not in shapes:
+            shapes[signature] = batch
+    compile_started = time.perf_counter()
+    for batch in shapes.values():
+        step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - compile_started
+    for batch in list(shapes.values())[:args.warmup] or [example]:  # warm-up steps
+        state, metrics = step(state, batch, key)
+    jax.block_until_ready(metrics)
+
+    compiles_before = len(compiles)
+    timed_started = time.perf_counter()
+    for batch in batching.prefetch(batcher.epoch(1), 2, jax.device_put):
+        state, metrics = step(state, batch, key)
+    jax.block_until_ready(metrics)
+    seconds = time.perf_counter() - timed_started
+    # The same pass over batches already on the device: what the input pipeline costs.
+    on_device = [jax.device_put(batch) for batch in batcher.epoch(1)]
+    jax.block_until_ready(on_device)
+    device_started = time.perf_counter()
+    for batch in on_device:
+        state, metrics = step(state, batch, key)
+    jax.block_until_ready(metrics)
+    device_seconds = time.perf_counter() - device_started
+    padding = batcher.padding_report()
+    return {"model": args.model, "framework": f"jax {jax.__version__}", "data": args.data, "threads": threads,
+            "batch": args.batch, "reviews": len(data), "padding_efficiency": padding["efficiency"],
+            "seconds": round(seconds, 2), "docs_per_s": round(len(data) / seconds, 1),
+            "layout": "packed" if packed else "padded", "shapes": [list(b) for b in batcher.buckets],
+            "compile_s": round(compile_s, 2), "programs": len(shapes),
+            "compilations_while_timed": len(compiles) - compiles_before, "pipeline_s": round(pipeline_s, 2),
+            "docs_per_s_batches_on_device": round(len(data) / device_seconds, 1),
+            "input_pipeline_overhead": round(seconds / device_seconds - 1, 3),
+            "loss": round(float(metrics["loss"]), 4)}
+
+
+def run_torch_data(args, literature_file: str) -> dict | None:
+    if not os.path.exists(args.torch_python) or not os.path.exists(TORCH_REFERENCE):
+        print(f"torch reference not run: need {args.torch_python} and {TORCH_REFERENCE}", file=sys.stderr)
+        return None
+    flags = ["--model", args.model, "--data", literature_file, "--threads", str(threads_in_use(args.threads))]
+    for name in ("batch", "vocab", "embed", "hidden", "classes", "warmup", "max_sentences", "max_words", "max_tokens"):
+        flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "XLA_FLAGS")}
+    out = subprocess.run([args.torch_python, TORCH_REFERENCE, *flags], capture_output=True, text=True, env=env)
+    if out.returncode:
+        print(out.stderr, file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main_data(args) -> None:
+    """--data: jax (in a fresh process per repeat) and torch alternately over the same reviews."""
+    import tempfile
+
+    if args.malloc == "keep":
+        allocator.keep_freed_memory()
+    if os.environ.get("JAXREVIEWS_BENCH_CHILD"):
+        print(json.dumps(bench_data_jax(args, read_reviews(args))), flush=True)
+        return
+    from jaxreviews.data import readers
+
+    jax_runs, torch_runs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        literature = os.path.join(tmp, "reviews.txt")
+        if args.compare:
+            readers.write_tang(literature, read_reviews(args))
+        child = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
+        for _ in range(max(args.repeats, 1)):
+            out = subprocess.run(child, capture_output=True, text=True,
+                                 env={**os.environ, "JAXREVIEWS_BENCH_CHILD": "1"})
+            if out.returncode:
+                print(out.stdout, out.stderr, file=sys.stderr)
+                raise SystemExit(out.returncode)
+            jax_runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(jax_runs[-1]), flush=True)
+            if args.compare:
+                torch_runs.append(run_torch_data(args, literature))
+                if torch_runs[-1]:
+                    print(json.dumps(torch_runs[-1]), flush=True)
+    torch_runs = [r for r in torch_runs if r]
+    if torch_runs:
+        jax_docs = statistics.median(r["docs_per_s"] for r in jax_runs)
+        torch_docs = statistics.median(r["docs_per_s"] for r in torch_runs)
+        print(json.dumps({"model": args.model, "data": args.data, "reviews": jax_runs[0]["reviews"],
+                          "jax_docs_per_s": jax_docs, "torch_docs_per_s": torch_docs,
+                          "jax_padding_efficiency": jax_runs[0]["padding_efficiency"],
+                          "torch_padding_efficiency": torch_runs[0]["padding_efficiency"],
+                          "compile_s": jax_runs[0]["compile_s"], "ratio": round(jax_docs / torch_docs, 2)}),
+              flush=True)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.data:
+        sys.path.insert(0, REPO)
+        return main_data(args)
     if args.all:
         return run_all(args, argv if argv is not None else sys.argv[1:])
     if args.malloc == "keep":

@@ -14,6 +14,7 @@ import ml_collections
 
 from jaxreviews import models
 from jaxreviews.data.pipeline import default_data_config
+from jaxreviews.train import compilation
 from jaxreviews.train.loop import default_train_config
 from jaxreviews.train.optimizers import default_optimizer_config
 
@@ -24,6 +25,8 @@ LITERATURE = {"yelp13": (1.0, 5.0), "yelp14": (1.0, 5.0), "imdb": (1.0, 10.0)}
 def make_config(model_name: str, arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # JAX's persistent compilation cache: a second run of the same shapes compiles nothing. "" = off.
+    config.compilation_cache_dir = compilation.default_cache_dir()
     config.data = default_data_config()
     config.model = models.default_model_config(model_name)
     config.optimizer = default_optimizer_config()

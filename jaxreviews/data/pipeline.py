@@ -45,7 +45,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.min_count = 1
     c.max_vocab = 50000
     c.pretrained_vectors = ""  # GloVe / word2vec text file
-    c.num_buckets = 6
+    c.layout = "auto"  # auto | packed | padded: packed rows with segment ids, or [B, S, W] / [B, T] buckets
+    c.num_buckets = 6  # padded layout only
     c.max_sentences = 32
     c.max_words = 64
     c.max_tokens = 512

@@ -29,7 +29,7 @@ from jaxreviews.models import heads, layers
 from jaxreviews.models.mf import MatrixFactorization
 from jaxreviews.models.text import HierarchicalAttention, KimCNN, RNNClassifier
 
-__all__ = ["MODEL_NAMES", "build_model", "count_parameters", "default_model_config", "heads", "input_layout",
+__all__ = ["MODEL_NAMES", "batch_layout", "build_model", "count_parameters", "default_model_config", "heads", "input_layout",
            "shrink_for_tests"]
 
 MODEL_NAMES = ("cnn", "rnn", "bilstm", "han", "han_upa", "mf")
@@ -49,6 +49,23 @@ def input_layout(name: str) -> str:
     (tokens, token_mask) or "ids" (user and product only). All models may read user/product."""
     _check_name(name)
     return _LAYOUTS[name]
+
+
+PACKED_BY_DEFAULT = ("han", "han_upa")
+BATCH_LAYOUTS = ("auto", "packed", "padded")
+
+
+def batch_layout(name: str, option: str = "auto") -> str:
+    """"packed" or "padded" batches for model `name` (`data.layout`): "auto" packs the models that
+    measure faster packed (tools/bench.py --data), the others get length buckets. "mf" reads ids only."""
+    _check_name(name)
+    if option not in BATCH_LAYOUTS:
+        raise ValueError(f"unknown data.layout {option!r}; choose one of {BATCH_LAYOUTS}")
+    if _LAYOUTS[name] == "ids":
+        return "padded"
+    if option == "auto":
+        return "packed" if name in PACKED_BY_DEFAULT else "padded"
+    return option
 
 
 def _encoder_config(kind: str = "lstm", hidden_size: int = 100) -> ml_collections.ConfigDict:

@@ -20,6 +20,8 @@ Max over time is the hot path of the Kim CNN (`conv_max_over_time`):
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -35,19 +37,27 @@ def _stack_kernels(kernels: tuple[Array, ...]) -> Array:
     return jnp.concatenate([jnp.transpose(k, (1, 0, 2)).reshape(k.shape[1], -1) for k in kernels], axis=-1)
 
 
-def conv_over_time(x: Array, kernels: tuple[Array, ...]) -> Array:
-    """x [T, N, E] -> every window's response [T, N, sum F] (window t = steps t..t+k-1, zero after T)."""
+def conv_over_time(x: Array, kernels: tuple[Array, ...], segments: Array | None = None) -> Array:
+    """x [T, N, E] -> every window's response [T, N, sum F] (window t = steps t..t+k-1, zero after T).
+
+    `segments` [T, N] (packed rows): a window also stops at the end of its segment, as if each
+    segment were zero-padded on its own."""
     steps = x.shape[0]
     taps = jnp.einsum("tne,eg->tng", x, _stack_kernels(kernels).astype(x.dtype))  # [T, N, sum k*F]
     widest = max(k.shape[0] for k in kernels)
     taps = jnp.pad(taps, ((0, widest - 1), (0, 0), (0, 0)))
+    same = None
+    if segments is not None:  # same[j][t]: step t + j belongs to the segment of step t
+        padded = jnp.pad(segments, ((0, widest - 1), (0, 0)), constant_values=-1)
+        same = [(padded[j:j + steps] == segments)[..., None].astype(x.dtype) for j in range(widest)]
     responses, column = [], 0
     for kernel in kernels:
         width, filters = kernel.shape[0], kernel.shape[2]
         total = taps[0:steps, :, column:column + filters]
         for j in range(1, width):
             start = column + j * filters
-            total = total + taps[j:j + steps, :, start:start + filters]
+            tap = taps[j:j + steps, :, start:start + filters]
+            total = total + (tap if same is None else tap * same[j])
         responses.append(total)
         column += width * filters
     return jnp.concatenate(responses, axis=-1)
@@ -132,6 +142,93 @@ def _conv_max_bwd(residuals, g):
 conv_max_over_time.defvjp(_conv_max_fwd, _conv_max_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def segment_conv_max(x: Array, mask: Array, segments: Array, num_segments: int,
+                     kernels: tuple[Array, ...]) -> Array:
+    """Packed rows: batch-major x [R, L, E], mask / segments [R, L] (a segment = one review lying
+    whole in a row) -> for each segment the max over its window starts of the convolution,
+    [num_segments, sum F] (0 for a segment without a real step). A window stops at its segment's
+    end, as if each review were zero-padded on its own; the backward pass is sparse, as in
+    `conv_max_over_time`."""
+    return _segment_conv_max_forward(x, mask, segments, num_segments, kernels)[0]
+
+
+def _segment_same(segments: Array, widest: int) -> list[Array]:
+    """same[j] [R, L]: step t + j lies in the row and in the segment of step t."""
+    steps = segments.shape[1]
+    padded = jnp.pad(segments, ((0, 0), (0, widest - 1)), constant_values=-1)
+    return [padded[:, j:j + steps] == segments for j in range(widest)]
+
+
+def _segment_conv_max_forward(x, mask, segments, num_segments, kernels):
+    rows, steps, features = x.shape
+    widest = max(k.shape[0] for k in kernels)
+    stacked = _stack_kernels(kernels).astype(x.dtype)
+    same = _segment_same(segments, widest)
+    per_chunk = _largest_divisor_at_most(rows, max(1, CHUNK_TOKENS // steps))
+    chunked = lambda a: a.reshape(rows // per_chunk, per_chunk, *a.shape[1:])  # noqa: E731
+    x_padded = jnp.pad(x, ((0, 0), (0, widest - 1), (0, 0)))
+
+    def chunk(_, inputs):  # the [n, L, sum k*F] tap matrix of a few rows stays in cache
+        xc, mc, *same_c = inputs
+        taps = jnp.einsum("nte,eg->ntg", xc, stacked)
+        responses, column = [], 0
+        for kernel in kernels:
+            width, filters = kernel.shape[0], kernel.shape[2]
+            total = taps[:, 0:steps, column:column + filters]
+            for j in range(1, width):
+                start = column + j * filters
+                total = total + taps[:, j:j + steps, start:start + filters] * same_c[j][..., None]
+            responses.append(total)
+            column += width * filters
+        return None, jnp.where(mc[..., None], jnp.concatenate(responses, axis=-1), -jnp.inf)
+
+    _, responses = jax.lax.scan(chunk, None, (chunked(x_padded), chunked(mask), *map(chunked, same)))
+    responses = responses.reshape(rows * steps, -1)  # [R*L, sum F]
+    flat_segments = segments.reshape(-1)
+    best = jax.ops.segment_max(responses, flat_segments, num_segments)  # [B, sum F]
+    position = jnp.arange(rows * steps, dtype=jnp.int32)[:, None]
+    hit = jnp.where(responses == best[flat_segments], position, rows * steps)
+    argmax = jnp.minimum(jax.ops.segment_min(hit, flat_segments, num_segments), rows * steps - 1)
+    present = (jax.ops.segment_max(mask.reshape(-1).astype(jnp.int32), flat_segments, num_segments) > 0)[:, None]
+    return jnp.where(present, best, 0.0), argmax, present
+
+
+def _segment_conv_max_fwd(x, mask, segments, num_segments, kernels):
+    pooled, argmax, present = _segment_conv_max_forward(x, mask, segments, num_segments, kernels)
+    return pooled, (x, mask, segments, kernels, argmax, present)
+
+
+def _segment_conv_max_bwd(num_segments, residuals, g):
+    """As `_conv_max_bwd`: only each (segment, filter)'s argmax window gets gradient, and only its
+    taps inside the segment."""
+    x, mask, segments, kernels, argmax, present = residuals
+    rows, steps, features = x.shape
+    g = jnp.where(present, g, 0.0).astype(x.dtype)  # [B, sum F]
+    widest = max(k.shape[0] for k in kernels)
+    flat_x = jnp.pad(x.reshape(rows * steps, features), ((0, widest - 1), (0, 0)))
+    flat_segments = jnp.pad(segments.reshape(-1), (0, widest - 1), constant_values=-1)
+    step_in_row = jnp.pad(jnp.tile(jnp.arange(steps), rows), (0, widest - 1), constant_values=steps)
+    dx = jnp.zeros_like(flat_x)
+    dkernels, column = [], 0
+    for kernel in kernels:
+        width, _, filters = kernel.shape
+        g_k = g[:, column:column + filters]  # [B, F]
+        start = argmax[:, None, column:column + filters]  # [B, 1, F]
+        taps = start + jnp.arange(width)[None, :, None]  # [B, k, F] flat positions of the window
+        inside = ((flat_segments[taps] == flat_segments[start])
+                  & (step_in_row[taps] - step_in_row[start] == jnp.arange(width)[None, :, None]))
+        weight = inside.astype(x.dtype)
+        windows = flat_x[taps] * weight[..., None]  # [B, k, F, E]
+        dkernels.append(jnp.einsum("njfe,nf->jef", windows, g_k).astype(kernel.dtype))
+        dx = dx.at[taps].add(jnp.einsum("nf,jef->njfe", g_k, kernel.astype(x.dtype)) * weight[..., None])
+        column += filters
+    return dx[:rows * steps].reshape(x.shape), None, None, tuple(dkernels)
+
+
+segment_conv_max.defvjp(_segment_conv_max_fwd, _segment_conv_max_bwd)
+
+
 class ConvFilters(nn.Module):
     """Filter banks: for each width k, a kernel [k, E, F] and bias [F]."""
 
@@ -163,12 +260,24 @@ class KimEncoder(nn.Module):
     dtype: layers.Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array) -> Array:
-        """x [N, T, E] BATCH-major (no time shifts of a whole batch are needed), mask [N, T]."""
+    def __call__(self, x: Array, mask: Array, segments: Array | None = None,
+                 num_segments: int | None = None) -> Array:
+        """x [N, T, E] BATCH-major (no time shifts of a whole batch are needed), mask [N, T].
+
+        Packed rows: `segments` [N, T] names each token's review -> [num_segments, 3n], windows
+        and the max stay inside each review."""
         kernels, bias = ConvFilters(self.widths, self.num_filters, self.kernel_init, name="filters")(x.shape[-1])
         act = layers.activation(self.activation)
         x = jnp.where(mask[..., None], x, 0).astype(self.dtype)
         kernels = tuple(k.astype(self.dtype) for k in kernels)
+        if segments is not None:
+            if self.activation in MONOTONE:
+                pooled = segment_conv_max(x, mask, segments, num_segments, kernels)
+                return act(pooled + bias.astype(self.dtype))
+            time_mask, time_segments = jnp.swapaxes(mask, 0, 1), jnp.swapaxes(segments, 0, 1)
+            responses = conv_over_time(jnp.swapaxes(x, 0, 1), kernels, time_segments)
+            responses = act(responses + bias.astype(self.dtype))
+            return layers.segment_masked_max(responses, time_mask, time_segments, num_segments)
         if self.activation in MONOTONE:
             pooled = conv_max_over_time(x, mask, kernels)
             return act(pooled + bias.astype(self.dtype))
@@ -187,10 +296,10 @@ class ConvSequenceEncoder(nn.Module):
     dtype: layers.Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array) -> Array:
+    def __call__(self, x: Array, mask: Array, segments: Array | None = None) -> Array:
         kernels, bias = ConvFilters(self.widths, self.num_filters, self.kernel_init, name="filters")(x.shape[-1])
         x = jnp.where(mask[..., None], x, 0).astype(self.dtype)
-        responses = conv_over_time(x, tuple(k.astype(self.dtype) for k in kernels))
+        responses = conv_over_time(x, tuple(k.astype(self.dtype) for k in kernels), segments)
         return layers.activation(self.activation)(responses + bias.astype(self.dtype))
 
     @property

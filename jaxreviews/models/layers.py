@@ -156,6 +156,33 @@ def masked_softmax(scores: Array, mask: Array, axis: int = 0) -> Array:
     return weights / jnp.maximum(jnp.sum(weights, axis=axis, keepdims=True), 1e-30)
 
 
+def segment_softmax(scores: Array, segments: Array, mask: Array, num_segments: int) -> Array:
+    """Softmax over the positions of each segment (packed rows): scores, segments, mask of any one
+    shape -> weights of that shape; each segment's real positions sum to 1, padding gets 0."""
+    flat_scores = jnp.where(mask, upcast(scores), -jnp.inf).reshape(-1)
+    flat_segments = segments.reshape(-1)
+    peak = jax.ops.segment_max(flat_scores, flat_segments, num_segments)
+    peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
+    weights = jnp.exp(flat_scores - peak[flat_segments]) * mask.reshape(-1)
+    total = jax.ops.segment_sum(weights, flat_segments, num_segments)
+    return (weights / jnp.maximum(total[flat_segments], 1e-30)).reshape(scores.shape)
+
+
+def segment_pool(weights: Array, x: Array, segments: Array, num_segments: int) -> Array:
+    """sum over the positions of each segment of weights * x: x [..., D] -> [num_segments, D]."""
+    features = x.shape[-1]
+    weighted = (weights.astype(x.dtype)[..., None] * x).reshape(-1, features)
+    return jax.ops.segment_sum(weighted, segments.reshape(-1), num_segments)
+
+
+def segment_masked_max(x: Array, mask: Array, segments: Array, num_segments: int) -> Array:
+    """Max over the real positions of each segment: x [..., D] -> [num_segments, D] (0 if none)."""
+    features = x.shape[-1]
+    flat = jnp.where(mask[..., None], x, -jnp.inf).reshape(-1, features)
+    pooled = jax.ops.segment_max(flat, segments.reshape(-1), num_segments)
+    return jnp.where(jnp.isfinite(pooled), pooled, 0.0).astype(x.dtype)
+
+
 class AdditiveAttention(nn.Module):
     """Additive attention pooling over the leading (time) axis (Bahdanau; Yang et al. 2016).
 
@@ -164,6 +191,10 @@ class AdditiveAttention(nn.Module):
     user and product embeddings of NSC+UPA) shifts the pre-activation of every position. The weights
     are sown into `intermediates` as `<module name>/weights`, batch-major [N, T] or reshaped to
     `sow_shape` (e.g. [B, S, W] for word attention).
+
+    Packed rows: with `segments` [T, N] (ids < `num_segments`) the softmax and the sum run over
+    each segment's positions instead -> ([num_segments, D], weights [T, N]); `condition` is then
+    [G, C] per owner and `condition_index` [T, N] names each position's owner (its review).
     """
 
     features: int
@@ -173,15 +204,20 @@ class AdditiveAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, condition: Array | None = None,
-                 sow_shape: tuple[int, ...] | None = None) -> tuple[Array, Array]:
+                 sow_shape: tuple[int, ...] | None = None, *, segments: Array | None = None,
+                 num_segments: int | None = None, condition_index: Array | None = None) -> tuple[Array, Array]:
         init = initializer(self.kernel_init)
         hidden = nn.Dense(self.features, kernel_init=init, dtype=self.dtype, name="projection")(x)
         if condition is not None:
             shift = nn.Dense(self.features, use_bias=False, kernel_init=init, dtype=self.dtype,
                              name="condition")(condition)
-            hidden = hidden + shift[None]
+            hidden = hidden + (shift[None] if condition_index is None else shift[condition_index])
         scores = nn.Dense(1, use_bias=False, kernel_init=init, dtype=self.dtype,
                           name="score")(activation(self.activation)(hidden))[..., 0]
+        if segments is not None:
+            weights = segment_softmax(scores, segments, mask, num_segments)
+            self.sow("intermediates", "weights", weights.T)
+            return segment_pool(weights, x, segments, num_segments), weights
         weights = masked_softmax(scores, mask, axis=0)
         sown = weights.T
         self.sow("intermediates", "weights", sown if sow_shape is None else sown.reshape(sow_shape))

@@ -58,8 +58,8 @@ class LSTMStep(nn.Module):
 
     @nn.compact
     def __call__(self, carry: tuple[Array, Array], inputs, input_kernel: Array, bias: Array):
-        h, c = carry  # [K, N, H] each
-        step_inputs, mask = _stack_directions(inputs)  # [K, N, D] or [K, N, 4H]; [K, N, 1] bool
+        step_inputs, mask, reset = _stack_directions(inputs)  # [K, N, D] or [K, N, 4H]; [K, N, 1] bool
+        h, c = _reset(carry, reset)  # [K, N, H] each
         kernel = self.param("kernel", nn.initializers.orthogonal(), (self.num_directions, self.hidden_size,
                                                                      4 * self.hidden_size), jnp.float32)
         if self.fused_input:
@@ -86,8 +86,8 @@ class GRUStep(nn.Module):
 
     @nn.compact
     def __call__(self, carry: Array, inputs, input_kernel: Array, bias: Array):
-        h = carry  # [K, N, H]
-        step_inputs, mask = _stack_directions(inputs)
+        step_inputs, mask, reset = _stack_directions(inputs)
+        h = _reset(carry, reset)  # [K, N, H]
         k, hs = self.num_directions, self.hidden_size
         kernel = self.param("kernel", nn.initializers.orthogonal(), (k, hs, 3 * hs), jnp.float32)
         recurrent_bias = self.param("bias", nn.initializers.zeros, (k, 1, 3 * hs), jnp.float32)
@@ -109,9 +109,28 @@ class GRUStep(nn.Module):
 
 
 def _stack_directions(inputs):
-    """Per-direction step inputs ((in_0, in_1, ...), (mask_0, mask_1, ...)) -> stacked [K, ...]."""
-    step_inputs, masks = inputs
-    return jnp.stack(step_inputs), jnp.stack(masks)[..., None]
+    """Per-direction step inputs ((in_0, in_1, ...), (mask_0, ...)[, (reset_0, ...)]) -> stacked
+    [K, ...]; the reset flags are None for unpacked sequences."""
+    step_inputs, masks, *resets = inputs
+    reset = jnp.stack(resets[0])[..., None] if resets else None
+    return jnp.stack(step_inputs), jnp.stack(masks)[..., None], reset
+
+
+def _reset(carry, reset):
+    """Zeroes the state entering a step where a packed segment starts (reset [K, N, 1])."""
+    if reset is None:
+        return carry
+    return jax.tree.map(lambda state: jnp.where(reset, 0, state), carry)
+
+
+def segment_boundaries(segments: Array, mask: Array) -> tuple[Array, Array]:
+    """Packed rows, time-major segments / mask [T, N] -> (starts, ends) [T, N] bool: the first and
+    the last real step of each segment (a segment is a run of equal ids between padding)."""
+    same_as_previous = (segments[1:] == segments[:-1]) & mask[:-1]
+    starts = mask & ~jnp.concatenate([jnp.zeros_like(mask[:1]), same_as_previous], axis=0)
+    same_as_next = (segments[:-1] == segments[1:]) & mask[1:]
+    ends = mask & ~jnp.concatenate([same_as_next, jnp.zeros_like(mask[:1])], axis=0)
+    return starts, ends
 
 
 def _forget_bias_init(cell: str, hidden_size: int):
@@ -138,13 +157,17 @@ def chunk_length(steps: int, rows: int) -> int:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def lstm_chunked(x: Array, mask: Array, input_kernel: Array, bias: Array, kernel: Array, chunk: int,
-                 unroll: int = 1):
+                 unroll: int = 1, resets: Array | None = None):
     """K LSTMs (K = 1 or 2 directions) over time, in chunks of `chunk` steps, with a hand-written VJP.
 
     x [T, N, D]; mask [T, N] bool (a padded step carries the state through); input_kernel
     [K, D, 4H]; bias [K, 4H]; kernel [K, H, 4H]. Direction 1 reads time backwards. Returns
     (outputs [T, K, N, H] in each direction's own time order, final h [K, N, H]). Same numbers as
     the `nn.scan` LSTMStep on (x, x[::-1]).
+
+    `resets` [T, K, N] bool (packed sequences; None: one sequence a row): where True the state
+    entering that step of that direction (in the direction's own time order) is zero, so a new
+    segment starts fresh and no gradient flows back across its start.
 
     Why: autodiff of a scan accumulates the recurrent kernel's gradient with a small matmul at every
     step, and hoisting x W out of the scan sends [T*N, 4H] projections (20 MB at HAN's word level)
@@ -155,7 +178,7 @@ def lstm_chunked(x: Array, mask: Array, input_kernel: Array, bias: Array, kernel
     the chunk's dx, dW, db and dU are then a few chunk-sized matmuls. The loop over chunks is a
     Python loop, so the saved activations stay per chunk (no stacked [T, ...] buffers to fill).
     """
-    return _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll)[0]
+    return _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll, resets)[0]
 
 
 def _gate_constants(hidden: int, dtype):
@@ -177,7 +200,7 @@ def _direction_rows(x: Array, direction: int, start: int, stop: int) -> Array:
     return x[start:stop] if direction == 0 else x[steps - stop:steps - start][::-1]
 
 
-def _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll):
+def _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll, resets):
     k, hidden = kernel.shape[0], kernel.shape[1]
     steps, batch, _ = x.shape
     dtype = x.dtype
@@ -185,10 +208,15 @@ def _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll):
     w, b, u = input_kernel.astype(dtype), bias.astype(dtype), kernel.astype(dtype)
     scale, offset = _gate_constants(hidden, cell_dtype)
     stacked_masks = jnp.stack((mask, mask[::-1])[:k], axis=1)[..., None]  # [T, K, N, 1]
+    step_resets = None if resets is None else resets[..., None]  # [T, K, N, 1]
 
     def step(carry, step_inputs):
         h, c = carry
-        p, m = step_inputs  # [K, N, 4H], [K, N, 1]
+        if step_resets is None:
+            p, m = step_inputs  # [K, N, 4H], [K, N, 1]
+        else:
+            p, m, r = step_inputs
+            h, c = jnp.where(r, 0, h), jnp.where(r, 0, c)
         gates = layers.upcast(p + jnp.einsum("knh,khg->kng", h, u))
         act = scale * jnp.tanh(scale * gates) + offset  # sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
         i, f, g, o = jnp.split(act, 4, axis=-1)
@@ -205,19 +233,22 @@ def _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll):
         rows = tuple(_direction_rows(x, d, start, stop) for d in range(k))  # [chunk, N, D] each
         projected = jnp.stack([jnp.einsum("tnd,dg->tng", rows[d], w[d]) + b[d] for d in range(k)],
                               axis=1)  # [chunk, K, N, 4H]
-        carry, (hs, cs, acts) = jax.lax.scan(step, carry, (projected, stacked_masks[start:stop]), unroll=unroll)
+        inputs = (projected, stacked_masks[start:stop])
+        if step_resets is not None:
+            inputs += (step_resets[start:stop],)
+        carry, (hs, cs, acts) = jax.lax.scan(step, carry, inputs, unroll=unroll)
         saved.append((rows, hs, cs, acts))  # the chunk's inputs and [chunk, K, N, ...] activations
     hs = jnp.concatenate([hs for _, hs, _, _ in saved], axis=0) if len(saved) > 1 else saved[0][1]
     return (hs, carry[0]), saved
 
 
-def _lstm_chunked_fwd(x, mask, input_kernel, bias, kernel, chunk, unroll):
-    outputs, saved = _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll)
-    return outputs, (x, mask, input_kernel, bias, kernel, saved)
+def _lstm_chunked_fwd(x, mask, input_kernel, bias, kernel, chunk, unroll, resets):
+    outputs, saved = _lstm_chunked_forward(x, mask, input_kernel, bias, kernel, chunk, unroll, resets)
+    return outputs, (x, mask, input_kernel, bias, kernel, saved, resets)
 
 
 def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
-    x, mask, input_kernel, bias, kernel, saved = residuals
+    x, mask, input_kernel, bias, kernel, saved, resets = residuals
     d_outputs, d_final = cotangents  # [T, K, N, H], [K, N, H]
     k, hidden = kernel.shape[0], kernel.shape[1]
     steps, batch, _ = x.shape
@@ -229,7 +260,10 @@ def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
 
     def step(carry, step_inputs):
         dh, dc = carry  # gradients reaching the state that leaves this step
-        dy, act, c_after, c_before, m = step_inputs
+        if resets is None:
+            dy, act, c_after, c_before, m = step_inputs
+        else:
+            dy, act, c_after, c_before, m, r = step_inputs
         tanh_c = jnp.tanh(c_after)  # c_after == c_new wherever the step is real (m), the rest is masked
         dh = layers.upcast(dh + dy)
         m = m[..., None]
@@ -241,6 +275,9 @@ def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
         d_gates = (d_act * scale * scale * (1.0 - t * t)).astype(dtype)
         dh_prev = jnp.einsum("kng,khg->knh", d_gates, u) + jnp.where(m, 0.0, dh)
         dc_prev = dc_new * f + jnp.where(m, 0.0, dc)
+        if resets is not None:  # the state entering a segment's first step was a constant zero
+            r = r[..., None]
+            dh_prev, dc_prev = jnp.where(r, 0.0, dh_prev), jnp.where(r, 0.0, dc_prev)
         # One output per direction: the chunk's matmuls then read contiguous [chunk, N, 4H] blocks.
         return (dh_prev.astype(dtype), dc_prev), tuple(d_gates[d] for d in range(k))
 
@@ -258,8 +295,12 @@ def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
         h_last, c_last = (saved[index - 1][1][-1:], saved[index - 1][2][-1:]) if index else (zeros_h, zeros_c)
         h_before = jnp.concatenate([h_last, hs[:-1]], axis=0)  # the state entering each step
         c_before = jnp.concatenate([c_last, cs[:-1]], axis=0)
-        carry, d_gates = jax.lax.scan(step, carry, (d_outputs[start:stop].astype(dtype), acts, cs, c_before,
-                                                    stacked_masks[start:stop]), reverse=True, unroll=unroll)
+        inputs = (d_outputs[start:stop].astype(dtype), acts, cs, c_before, stacked_masks[start:stop])
+        if resets is not None:
+            r = resets[start:stop, ..., None]
+            h_before, c_before = jnp.where(r, 0, h_before), jnp.where(r, 0, c_before)
+            inputs = inputs[:3] + (c_before,) + inputs[4:] + (resets[start:stop],)
+        carry, d_gates = jax.lax.scan(step, carry, inputs, reverse=True, unroll=unroll)
         for d in range(k):
             g_d = d_gates[d]  # [chunk, N, 4H]
             d_inputs[d][index] = jnp.einsum("tng,dg->tnd", g_d, w[d])
@@ -270,7 +311,7 @@ def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
     if k == 2:  # direction 1's chunks run backwards in time: reverse them back and add
         d_x = d_x + jnp.concatenate(d_inputs[1], axis=0)[::-1]
     return (d_x.astype(x.dtype), None, jnp.stack(d_w).astype(input_kernel.dtype),
-            jnp.stack(d_b).astype(bias.dtype), jnp.stack(d_u).astype(kernel.dtype))
+            jnp.stack(d_b).astype(bias.dtype), jnp.stack(d_u).astype(kernel.dtype), None)
 
 
 lstm_chunked.defvjp(_lstm_chunked_fwd, _lstm_chunked_bwd)
@@ -311,7 +352,9 @@ class RecurrentLayer(nn.Module):
     input_projection: str = "auto"
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array) -> tuple[Array, Array]:
+    def __call__(self, x: Array, mask: Array, segments: Array | None = None) -> tuple[Array, Array | None]:
+        """`segments` [T, N] (packed rows): the state resets at each segment's first step, in
+        both directions; the final states are then None (a row holds many sequences)."""
         if self.cell not in CELLS:
             raise ValueError(f"unknown cell {self.cell!r}; choose one of {CELLS}")
         if self.input_projection not in PROJECTIONS:
@@ -329,13 +372,17 @@ class RecurrentLayer(nn.Module):
             mode = "fused"
 
         # Direction 1 reads the time-flipped sequence; the state carry-through at padded steps makes
-        # it start at each sequence's real end.
+        # it start at each sequence's real end. Packed: direction 1 resets at each segment's end.
         x = x.astype(self.dtype)
+        resets = None
+        if segments is not None:
+            starts, ends = segment_boundaries(segments, mask)
+            resets = (starts, ends[::-1])[:k]
         if mode == "chunked":
             kernel = RecurrentKernel(self.hidden_size, k, name="recurrent")()
-            outputs, final = lstm_chunked(x, mask, input_kernel, bias, kernel,
-                                          chunk_length(steps, batch), self.unroll)  # [T, K, N, H], [K, N, H]
-            outputs = jnp.moveaxis(outputs, 1, 0)
+            outputs, final = lstm_chunked(x, mask, input_kernel, bias, kernel, chunk_length(steps, batch),
+                                          self.unroll, None if resets is None else jnp.stack(resets, axis=1))
+            outputs = jnp.moveaxis(outputs, 1, 0)  # [K, T, N, H]; final [K, N, H]
         else:
             inputs = (x, x[::-1])[:k]
             masks = (mask, mask[::-1])[:k]
@@ -348,13 +395,16 @@ class RecurrentLayer(nn.Module):
             h0 = jnp.zeros((k, batch, self.hidden_size), self.dtype)
             cell_dtype = jnp.promote_types(self.dtype, jnp.float32)  # the LSTM cell state stays >= float32
             carry = (h0, jnp.zeros((k, batch, self.hidden_size), cell_dtype)) if self.cell == "lstm" else h0
+            step_inputs = (inputs, masks) if resets is None else (inputs, masks, resets)
             carry, outputs = scan(self.hidden_size, k, mode == "fused", self.dtype, name="recurrent")(
-                carry, (inputs, masks), input_kernel, bias)  # outputs [K, T, N, H]
+                carry, step_inputs, input_kernel, bias)  # outputs [K, T, N, H]
             final = carry[0] if self.cell == "lstm" else carry  # [K, N, H]
         if k == 2:
             outputs = jnp.concatenate([outputs[0], outputs[1, ::-1]], axis=-1)  # [T, N, 2H]
         else:
             outputs = outputs[0]
+        if segments is not None:
+            return outputs, None
         return outputs, einops.rearrange(final, "k n h -> n (k h)")
 
 
@@ -375,7 +425,9 @@ class RecurrentEncoder(nn.Module):
     input_projection: str = "auto"
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, *, train: bool) -> tuple[Array, Array]:
+    def __call__(self, x: Array, mask: Array, *, train: bool,
+                 segments: Array | None = None) -> tuple[Array, Array | None]:
+        """`segments` [T, N]: packed rows, one sequence per segment (final states then None)."""
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
         final = None
@@ -384,7 +436,7 @@ class RecurrentEncoder(nn.Module):
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
             x, final = RecurrentLayer(self.cell, self.hidden_size, self.bidirectional, self.unroll,
                                       self.kernel_init, self.dtype, self.input_projection,
-                                      name=f"layer_{index}")(x, mask)
+                                      name=f"layer_{index}")(x, mask, segments)
         return x, final
 
     @property
@@ -406,7 +458,12 @@ class SequencePooling(nn.Module):
 
     @nn.compact
     def __call__(self, outputs: Array, mask: Array, final: Array | None = None,
-                 condition: Array | None = None) -> Array:
+                 condition: Array | None = None, *, segments: Array | None = None,
+                 num_segments: int | None = None, directions: int = 1) -> Array:
+        """Packed rows: `segments` [T, N] -> one vector per segment [num_segments, D]; "last" then
+        reads the forward half at each segment's end and the backward half at its start."""
+        if segments is not None:
+            return self._pool_segments(outputs, mask, segments, num_segments, directions)
         if self.kind == "last":
             return final if final is not None else layers.last_step(outputs, mask)
         if self.kind == "mean":
@@ -416,6 +473,32 @@ class SequencePooling(nn.Module):
         if self.kind == "attention":  # weights sown as intermediates pooling/attention/weights [N, T]
             pooled, _ = layers.AdditiveAttention(self.attention_dim, self.activation, self.kernel_init,
                                                        self.dtype, name="attention")(outputs, mask, condition)
+            return pooled
+        raise ValueError(f"unknown pooling {self.kind!r}; choose one of {POOLINGS}")
+
+    def _pool_segments(self, outputs, mask, segments, num_segments, directions):
+        flat_segments = segments.reshape(-1)
+        features = outputs.shape[-1]
+        if self.kind == "last":
+            starts, ends = segment_boundaries(segments, mask)
+            half = features // directions
+            forward = jnp.where(ends[..., None], outputs[..., :half], 0).reshape(-1, half)
+            pooled = [jax.ops.segment_sum(forward, flat_segments, num_segments)]
+            if directions == 2:
+                backward = jnp.where(starts[..., None], outputs[..., half:], 0).reshape(-1, features - half)
+                pooled.append(jax.ops.segment_sum(backward, flat_segments, num_segments))
+            return jnp.concatenate(pooled, axis=-1)
+        if self.kind == "mean":
+            m = mask.astype(outputs.dtype)
+            total = layers.segment_pool(m, outputs, segments, num_segments)
+            count = jax.ops.segment_sum(m.reshape(-1), flat_segments, num_segments)
+            return total / jnp.maximum(count, 1.0)[:, None]
+        if self.kind == "max":
+            return layers.segment_masked_max(outputs, mask, segments, num_segments)
+        if self.kind == "attention":
+            pooled, _ = layers.AdditiveAttention(self.attention_dim, self.activation, self.kernel_init,
+                                                 self.dtype, name="attention")(
+                outputs, mask, segments=segments, num_segments=num_segments)
             return pooled
         raise ValueError(f"unknown pooling {self.kind!r}; choose one of {POOLINGS}")
 

@@ -96,11 +96,18 @@ def sequence_encoder(config: ml_collections.FrozenConfigDict, dtype, name: str):
     raise ValueError(f"unknown encoder kind {config.kind!r}; choose lstm, gru or cnn")
 
 
-def run_encoder(encoder, x: Array, mask: Array, *, train: bool) -> tuple[Array, Array | None]:
-    """(outputs [T, N, D], final states [N, D] or None)."""
+def run_encoder(encoder, x: Array, mask: Array, *, train: bool,
+                segments: Array | None = None) -> tuple[Array, Array | None]:
+    """(outputs [T, N, D], final states [N, D] or None). `segments` [T, N]: packed rows, each
+    segment a sequence of its own (recurrences reset, convolution windows stop at its end)."""
     if isinstance(encoder, recurrent.RecurrentEncoder):
-        return encoder(x, mask, train=train)
-    return encoder(x, mask), None
+        return encoder(x, mask, train=train, segments=segments)
+    return encoder(x, mask, segments), None
+
+
+def is_packed(batch: dict[str, Array]) -> bool:
+    """A packed batch (jaxreviews.data.packing) carries segment ids; `[B, S, W]` / `[B, T]` do not."""
+    return "word_sentence" in batch or "token_review" in batch
 
 
 class KimCNN(TextModel):
@@ -109,10 +116,20 @@ class KimCNN(TextModel):
     @nn.compact
     def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         c = self.config
+        if is_packed(batch):
+            return self.finish(self.encode_packed(batch, train=train), batch, train=train)
         x = self.embed(batch["tokens"], train=train)  # [B, T, E]: batch-major for the fused conv + max
         document = cnn.KimEncoder(tuple(c.filter_widths), c.num_filters, c.activation, c.conv_kernel_init,
                                   self.dtype, name="encoder")(x, batch["token_mask"])
         return self.finish(document, batch, train=train)
+
+    def encode_packed(self, batch: dict[str, Array], *, train: bool) -> Array:
+        """Reviews packed in rows: tokens [R, L], token_review [R, L] -> document [B, 3n]."""
+        c = self.config
+        x = self.embed(batch["tokens"], train=train)  # [R, L, E]
+        return cnn.KimEncoder(tuple(c.filter_widths), c.num_filters, c.activation, c.conv_kernel_init,
+                              self.dtype, name="encoder")(x, batch["token_mask"], segments=batch["token_review"],
+                                                          num_segments=batch["user"].shape[0])
 
 
 class RNNClassifier(TextModel):
@@ -123,11 +140,18 @@ class RNNClassifier(TextModel):
         c = self.config
         ids = einops.rearrange(batch["tokens"], "b t -> t b")
         mask = einops.rearrange(batch["token_mask"], "b t -> t b")
+        # Packed: reviews lie in rows [R, L], token_review names each token's review slot.
+        segments = einops.rearrange(batch["token_review"], "r t -> t r") if is_packed(batch) else None
         x = self.embed(ids, train=train)  # [T, B, E]
-        outputs, final = run_encoder(sequence_encoder(c.encoder, self.dtype, "encoder"), x, mask, train=train)
-        document = recurrent.SequencePooling(c.pooling, c.attention_dim, c.attention_activation, c.kernel_init,
-                                             self.dtype, name="pooling")(
-            outputs, mask, final)
+        outputs, final = run_encoder(sequence_encoder(c.encoder, self.dtype, "encoder"), x, mask, train=train,
+                                     segments=segments)
+        pooling = recurrent.SequencePooling(c.pooling, c.attention_dim, c.attention_activation, c.kernel_init,
+                                            self.dtype, name="pooling")
+        if segments is None:
+            document = pooling(outputs, mask, final)
+        else:
+            document = pooling(outputs, mask, segments=segments, num_segments=batch["user"].shape[0],
+                               directions=2 if c.encoder.get("bidirectional", False) else 1)
         return self.finish(document, batch, train=train)
 
 
@@ -143,6 +167,8 @@ class HierarchicalAttention(TextModel):
 
     @nn.compact
     def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
+        if is_packed(batch):
+            return self.packed(batch, train=train)
         c = self.config
         batch_size, sentences, _ = batch["words"].shape
         up = c.get("user_product")
@@ -175,4 +201,45 @@ class HierarchicalAttention(TextModel):
         document, _ = layers.AdditiveAttention(
             c.attention_dim, c.attention_activation, c.kernel_init, self.dtype, name="sentence_attention")(
             states, sentence_mask, sentence_condition)
+        return self.finish(document, batch, train=train, user_product=user_product)
+
+    def packed(self, batch: dict[str, Array], *, train: bool) -> dict[str, Array]:
+        """The same model over a packed batch (jaxreviews.data.packing): sentences whole in word
+        rows [R, L], reviews' sentences whole in sentence rows [Rs, Ls]. The encoders reset at each
+        segment, attention pools per segment; same submodules and numbers as `__call__`."""
+        c = self.config
+        sentence_rows, sentence_length = batch["sentence_review"].shape
+        num_reviews = batch["user"].shape[0]
+        up = c.get("user_product")
+        user_product = self.user_product(batch, train=train) if up is not None else None
+        condition = None if user_product is None else user_product[0]  # [B, 2U]
+
+        # Word level, time-major [L, R]; a segment is a sentence slot of the sentence rows.
+        ids = einops.rearrange(batch["words"], "r l -> l r")
+        word_mask = einops.rearrange(batch["word_mask"], "r l -> l r")
+        word_sentence = einops.rearrange(batch["word_sentence"], "r l -> l r")
+        x = self.embed(ids, train=train)
+        words, _ = run_encoder(sequence_encoder(c.word_encoder, self.dtype, "word_encoder"), x, word_mask,
+                               train=train, segments=word_sentence)
+        word_condition = condition if condition is not None and up.word_attention else None
+        review_of_word = batch["sentence_review"].reshape(-1)[word_sentence] if word_condition is not None else None
+        sentence_vectors, _ = layers.AdditiveAttention(
+            c.attention_dim, c.attention_activation, c.kernel_init, self.dtype, name="word_attention")(
+            words, word_mask, word_condition, segments=word_sentence,
+            num_segments=sentence_rows * sentence_length, condition_index=review_of_word)
+
+        # Sentence level, time-major [Ls, Rs]; a segment is a review slot.
+        sentence_vectors = einops.rearrange(sentence_vectors, "(r s) d -> s r d", r=sentence_rows)
+        sentence_mask = einops.rearrange(batch["sentence_mask"], "r s -> s r")
+        sentence_review = einops.rearrange(batch["sentence_review"], "r s -> s r")
+        sentence_vectors = layers.Norm(c.sentence_norm, self.dtype, name="sentence_norm")(
+            sentence_vectors, train=train, mask=sentence_mask)
+        sentence_vectors = nn.Dropout(c.dropout, deterministic=not train, name="sentence_dropout")(sentence_vectors)
+        states, _ = run_encoder(sequence_encoder(c.sentence_encoder, self.dtype, "sentence_encoder"),
+                                sentence_vectors, sentence_mask, train=train, segments=sentence_review)
+        sentence_condition = condition if condition is not None and up.sentence_attention else None
+        document, _ = layers.AdditiveAttention(
+            c.attention_dim, c.attention_activation, c.kernel_init, self.dtype, name="sentence_attention")(
+            states, sentence_mask, sentence_condition, segments=sentence_review, num_segments=num_reviews,
+            condition_index=sentence_review if sentence_condition is not None else None)
         return self.finish(document, batch, train=train, user_product=user_product)

@@ -25,8 +25,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxreviews import models
-from jaxreviews.data import batching, pipeline
-from jaxreviews.train import checkpoints, optimizers, reporting, step as step_lib
+from jaxreviews.data import batching, packing, pipeline
+from jaxreviews.train import checkpoints, compilation, optimizers, reporting, step as step_lib
 
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "rmse": False, "mae": False, "loss": False, "nll": False}
 
@@ -136,28 +136,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    compilation.enable_persistent_cache(config.get("compilation_cache_dir", ""))
+    compile_clock = compilation.CompileClock()
 
     # Data.
     started = time.perf_counter()
     splits = pipeline.load_splits(config.data)
     if is_main:
         splits.save_tables(workdir)
-    layout = models.input_layout(config.model.name)
     train_cfg = config.train
     batch_size = train_cfg.batch_size
     mesh = Mesh(np.array(jax.devices()), ("data",))
     if batch_size % mesh.size:
         raise ValueError(f"train.batch_size={batch_size} must be a multiple of the {mesh.size} devices")
-    common = dict(layout=layout, batch_size=batch_size, rating_range=splits.rating_range,
-                  rating_step=splits.rating_step, process_index=jax.process_index(),
-                  process_count=jax.process_count())
-    train_batches = batching.Batcher(
-        splits.train, seed=config.seed, num_buckets=config.data.num_buckets,
-        max_sentences=config.data.max_sentences, max_words=config.data.max_words,
-        max_tokens=config.data.max_tokens, multiple=config.data.bucket_multiple, **common)
-    # Evaluation reuses the training shapes: no extra compilations.
-    valid_batches = batching.Batcher(splits.validation, buckets=train_batches.buckets, **common)
-    test_batches = batching.Batcher(splits.test, buckets=train_batches.buckets, **common)
+    train_batches, valid_batches, test_batches = make_batchers(config, splits, mesh)
     padding = train_batches.padding_report()
     if is_main:
         print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
@@ -165,8 +157,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"{len(splits.products) - 1} products ({time.perf_counter() - started:.1f}s)")
         print(f"devices: {mesh.size} devices ({jax.devices()[0].platform}), {jax.process_count()} processes, "
               f"global batch {batch_size}")
-        print(f"buckets {[list(b) for b in train_batches.buckets]}: padding efficiency "
-              f"{padding['efficiency']:.1%}, truncated tokens {padding['truncated_tokens']}")
+        kind = "packed batches" if padding.get("layout") == "packed" else "buckets"
+        sentences = (f" (sentence slots {padding['sentence_efficiency']:.1%})"
+                     if "sentence_efficiency" in padding else "")
+        print(f"{kind} {[list(b) for b in train_batches.buckets]}: padding efficiency "
+              f"{padding['efficiency']:.1%}{sentences}, truncated tokens {padding['truncated_tokens']}")
 
     # Model, optimiser, state.
     model = models.build_model(config.model, vocab_size=len(splits.vocab), num_users=len(splits.users),
@@ -193,7 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"({', '.join(f'{k} {v:,}' for k, v in sizes.items() if k != 'total')})")
 
     train_step = jax.jit(step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1,
-                                                  l2=config.optimizer.l2), donate_argnums=0)
+                                                  l2=config.optimizer.l2, norms_every=train_cfg.log_every_steps),
+                         donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model, config.model.head, splits.num_classes))
 
     def evaluate(params, model_state, batcher) -> dict:
@@ -226,9 +222,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def meta() -> dict:
         return {"bookkeeping": dataclasses.asdict(book), "step": step}
 
+    eval_seconds = 0.0
+
     def run_evaluation() -> bool:
         """Validates, updates early stopping and the best checkpoint; True when it says stop."""
-        nonlocal last_saved
+        nonlocal last_saved, eval_seconds
         began = time.perf_counter()
         values = evaluate(state.params, state.model_state, valid_batches)
         value = values[metric]
@@ -248,7 +246,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   (" (best)" if improved else f" (best {book.best_value:.4f} at step {book.best_step})"))
         ckpt.save_latest(step, state, meta())
         last_saved = step
-        progress.exclude(time.perf_counter() - began)
+        spent = time.perf_counter() - began
+        eval_seconds += spent
+        progress.exclude(spent)
+        compile_clock.take()  # compilation during evaluation is inside `spent` already
         return stop
 
     pending = None  # metrics of the step before: read one step late so dispatch never waits
@@ -264,26 +265,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return values
 
     train_started = time.perf_counter()
-    timed_steps = 0
+    compile_clock.take()  # from here on, compilation during training steps is counted apart
+    train_compile_seconds = 0.0
+    trained_reviews = 0
     with preemption.installed():
         while step < total_steps and not book.stopped_early:
             epoch, start = divmod(step, steps_per_epoch)
             batches = batching.prefetch(train_batches.epoch(epoch, start), train_cfg.prefetch, to_device)
             for batch in batches:
                 state, metrics = train_step(state, batch, run_key)
+                compiled = compile_clock.take()  # the first step of a shape compiles it
+                train_compile_seconds += compiled
+                progress.exclude(compiled)
                 if pending is not None:
                     values = check(pending, step)
-                    record = {"loss": values["loss"], "grad_norm": values["grad_norm"],
-                              "param_norm": values["param_norm"], "update_norm": values["update_norm"],
-                              "lr": float(schedule(step - 1))}
+                    record = {"loss": values["loss"], "lr": float(schedule(step - 1))}
+                    if values["norms"]:  # computed every log_every_steps (see step_lib.make_train_step)
+                        record.update({name: values[name] for name in step_lib.NORMS})
                     if "correct" in values:
                         record["accuracy"] = float(values["correct"]) / max(float(values["weight"]), 1e-9)
                     writer.write("train", step, record, scalars=step % train_cfg.log_every_steps == 0)
-                    progress.update(step, int(values["weight"]) * jax.process_count(),
-                                    f"epoch {epoch + 1} loss {values['loss']:.4f}")
+                    trained_reviews += int(values["weight"])
+                    progress.update(step, int(values["weight"]), f"epoch {epoch + 1} loss {values['loss']:.4f}")
                 pending = metrics
                 step += 1
-                timed_steps += 1
                 at_epoch_end = step % steps_per_epoch == 0
                 if (train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0) or at_epoch_end:
                     check(pending, step)
@@ -306,10 +311,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if preemption.requested:
                 break
         if pending is not None:
-            check(pending, step)
+            trained_reviews += int(check(pending, step)["weight"])
         if step % steps_per_epoch and not book.stopped_early:  # ended mid-epoch (eval-every-N runs)
             run_evaluation()
-    train_seconds = time.perf_counter() - train_started
+    # Training time without evaluation and compilation: what docs/s is measured over.
+    train_seconds = time.perf_counter() - train_started - eval_seconds - train_compile_seconds
     ckpt.save_latest(step, state, meta())
 
     # Final: the best parameters on test.
@@ -327,7 +333,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "parameters": int(models.count_parameters(state.params)["total"]),
         "compilations": {"train_step": _compilations(train_step), "eval_step": _compilations(eval_step)},
         "buckets": [list(b) for b in train_batches.buckets], "padding_efficiency": padding["efficiency"],
-        "train_seconds": round(train_seconds, 2),
+        "layout": padding.get("layout", "padded"),
+        "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),
+        "compile": compile_clock.report(),
+        "docs_per_s": round(trained_reviews / max(train_seconds, 1e-9), 1),
         "data": splits.report,
     }
     reference = _text_only_reference(config)
@@ -341,6 +350,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             json.dump(results, f, indent=2, sort_keys=True)
         print(format_results(results))
     return results
+
+
+def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, mesh: Mesh):
+    """(train, validation, test) batchers of `data.layout`; evaluation reuses the training shapes,
+    so it compiles one program per training shape and no more."""
+    data = config.data
+    layout = models.input_layout(config.model.name)
+    common = dict(layout=layout, batch_size=config.train.batch_size, rating_range=splits.rating_range,
+                  rating_step=splits.rating_step, process_index=jax.process_index(),
+                  process_count=jax.process_count())
+    caps = dict(max_sentences=data.max_sentences, max_words=data.max_words, max_tokens=data.max_tokens,
+                multiple=data.bucket_multiple)
+    if models.batch_layout(config.model.name, data.get("layout", "auto")) == "packed":
+        train = packing.PackedBatcher(splits.train, seed=config.seed, row_multiple=jax.local_device_count(),
+                                      **caps, **common)
+        return (train, packing.PackedBatcher(splits.validation, shape=train.shape, **common),
+                packing.PackedBatcher(splits.test, shape=train.shape, **common))
+    train = batching.Batcher(splits.train, seed=config.seed, num_buckets=data.num_buckets, **caps, **common)
+    return (train, batching.Batcher(splits.validation, buckets=train.buckets, **common),
+            batching.Batcher(splits.test, buckets=train.buckets, **common))
 
 
 def _text_only_reference(config) -> dict | None:
@@ -367,4 +396,9 @@ def format_results(results: dict) -> str:
         cells = [f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-" for k in columns]
         lines.append(f"{name:40}" + "".join(f"{c:>10}" for c in cells))
     lines.append(f"param_checksum {results['param_checksum'][:16]}…  compilations {results.get('compilations')}")
+    if "compile" in results:
+        lines.append(f"training {results['train_seconds']:.1f}s ({results['docs_per_s']:,.0f} docs/s), evaluation "
+                     f"{results['eval_seconds']:.1f}s, compilation {results['compile']['seconds']:.1f}s "
+                     f"({results['compile']['programs']} programs compiled, {results['compile']['cache_reads']} "
+                     "read from the cache)")
     return "\n".join(lines)

@@ -1,0 +1,404 @@
+"""Packed batches: the words of many reviews in dense rows with segment ids, so few slots are padding.
+
+Why. `[B, S, W]` pads every sentence to the bucket's W and every review to its S: on real reviews
+(a few long sentences among many short ones) 20-35% of the slots hold a word. Packing places the
+units that a model treats independently next to each other in fixed-length rows, as packed
+sequences in large-model training, and tells the model where each unit starts with segment ids.
+
+Layouts and batch keys (R = rows, L = row length, B = review slots = the batch size):
+
+  packed hierarchical (han, han_upa)
+    words           int32 [R, L]    token ids; every sentence lies whole in one row, PAD = 0
+    word_mask       bool  [R, L]
+    word_sentence   int32 [R, L]    the sentence slot of each token: row-major index into [Rs, Ls]
+    sentence_review int32 [Rs, Ls]  the review slot (0..B-1) of each sentence slot; a review's
+                                    sentences lie whole and in order in one sentence row
+    sentence_mask   bool  [Rs, Ls]
+  packed flat (cnn, rnn, bilstm)
+    tokens          int32 [R, L]    every review lies whole in one row
+    token_mask      bool  [R, L]
+    token_review    int32 [R, L]    the review slot of each token
+  always: user, product, label, rating, weight [B] (weight 0 for an empty slot), as in `types`.
+
+The word recurrences reset at every sentence (review) start in both directions, attention pools
+per segment, so a packed batch gives the same numbers as `[B, S, W]` (tests check it).
+
+Invariants (tests check each):
+  * Shapes are fixed for a run: one training and one evaluation program, whatever the lengths.
+  * Every batch of an epoch holds exactly `batch_size` reviews (the last one fewer, filled with
+    weight-0 slots), and there are ceil(N / batch_size) of them, as in the `[B, S, W]` layout: an
+    epoch, a schedule and `train.batch_size` mean the same in both.
+  * Order: epoch e of seed s is a pure function of (s, e); a resumed run sees the same batches.
+    Reviews are spread over the epoch's batches longest first, each to the batch with the fewest
+    tokens so far (LPT, with random tie-breaks and noisy lengths), so every batch has about the
+    same number of tokens and the rows are full: each batch is a length-stratified random sample.
+  * Completeness: no review is lost or seen twice; evaluation visits every review exactly once.
+  * Truncation as `[B, S, W]`: a review keeps its first `max_sentences` sentences, each its first
+    `max_words` words (flat: its first `max_tokens` tokens).
+  * Multi-host: with P processes every global batch is P local parts packed apart (rows and slots
+    split evenly); process p builds part p, its segment ids offset to global positions.
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import heapq
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from jaxreviews.data.corpus import EncodedReviews, concatenated_ranges
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedShape:
+    """Global sizes of a packed batch. Flat layouts have no sentence rows (0)."""
+
+    rows: int  # word (token) rows R
+    row_length: int  # L
+    sentence_rows: int  # Rs
+    sentence_row_length: int  # Ls
+    reviews: int  # review slots B
+
+    @property
+    def slots(self) -> int:
+        return self.rows * self.row_length
+
+    def as_tuple(self) -> tuple[int, ...]:
+        return dataclasses.astuple(self)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, -(-value // multiple) * multiple)
+
+
+def best_fit_rows(lengths: np.ndarray, row_length: int, max_rows: int | None = None):
+    """Best-fit decreasing: places items of `lengths` (each <= row_length) whole into rows.
+
+    Returns (row [n], offset [n], rows used), or None when more than `max_rows` rows are needed.
+    Near-optimal for many small items (a few % of waste), O(n log n).
+    """
+    lengths = np.asarray(lengths, np.int64)
+    n = len(lengths)
+    row = np.zeros(n, np.int64)
+    offset = np.zeros(n, np.int64)
+    free: list[int] = []  # free space of each open row, kept sorted (with `owner` alongside)
+    owner: list[int] = []
+    used: list[int] = []  # filled length of each row
+    for item in np.argsort(-lengths, kind="stable").tolist():
+        size = int(lengths[item])
+        at = bisect.bisect_left(free, size)
+        if at == len(free):  # no open row has room: open one
+            if max_rows is not None and len(used) >= max_rows:
+                return None
+            target = len(used)
+            used.append(0)
+        else:
+            target = owner.pop(at)
+            free.pop(at)
+        row[item], offset[item] = target, used[target]
+        used[target] += size
+        remaining = row_length - used[target]
+        if remaining > 0:
+            at = bisect.bisect_left(free, remaining)
+            free.insert(at, remaining)
+            owner.insert(at, target)
+    return row, offset, len(used)
+
+
+def balanced_batches(loads: np.ndarray, num_batches: int, per_batch: int, rng: np.random.Generator,
+                     noise: float = 0.3) -> list[np.ndarray]:
+    """Splits items 0..n-1 into `num_batches` groups of at most `per_batch` with near-equal total load.
+
+    Longest-processing-time-first on noisy loads (load * exp(noise * N(0, 1))): each item goes to
+    the group with the least load so far that still has room; ties go to a random group. The noise
+    varies the grouping from epoch to epoch; the big items still come first, so loads stay level.
+    Each group is returned in a random order.
+    """
+    n = len(loads)
+    if n > num_batches * per_batch:
+        raise ValueError(f"{n} items do not fit {num_batches} groups of {per_batch}")
+    keys = np.asarray(loads, np.float64) * np.exp(noise * rng.standard_normal(n))
+    order = np.argsort(-keys, kind="stable")
+    tie_break = rng.permutation(num_batches).tolist()
+    heap = [(0, tie_break[g], g) for g in range(num_batches)]
+    heapq.heapify(heap)
+    members: list[list[int]] = [[] for _ in range(num_batches)]
+    loads_list = np.asarray(loads, np.int64).tolist()
+    for item in order.tolist():
+        load, tie, group = heapq.heappop(heap)
+        members[group].append(item)
+        if len(members[group]) < per_batch:
+            heapq.heappush(heap, (load + loads_list[item], tie, group))
+    return [rng.permutation(np.asarray(m, np.int64)) for m in members]
+
+
+class PackedBatcher:
+    """Packed batches of one split: same interface as `batching.Batcher` (epoch, evaluation, ...).
+
+    `shape` fixes the global batch shape (take it from the training split's batcher for the
+    evaluation splits, so evaluation compiles one program); None chooses it from this split.
+    `row_multiple`: local row counts are rounded up to it (the devices of a process, so the rows
+    shard evenly over the mesh's data axis).
+    """
+
+    def __init__(self, data: EncodedReviews, *, layout: str, batch_size: int, seed: int = 0,
+                 rating_range: tuple[float, float] = (1.0, 5.0), rating_step: float = 1.0,
+                 process_index: int = 0, process_count: int = 1, shape: PackedShape | None = None,
+                 max_sentences: int = 32, max_words: int = 64, max_tokens: int = 512, multiple: int = 4,
+                 row_multiple: int = 1):
+        if layout not in ("hierarchical", "flat"):
+            raise ValueError(f"packed batches are for the hierarchical and flat layouts, not {layout!r}")
+        if batch_size % process_count:
+            raise ValueError(f"global batch size {batch_size} is not divisible by {process_count} processes")
+        if len(data) == 0:
+            raise ValueError("cannot batch an empty split")
+        self.data, self.layout, self.batch_size, self.seed = data, layout, batch_size, seed
+        self.rating_range, self.rating_step = rating_range, rating_step
+        self.process_index, self.process_count = process_index, process_count
+        self.row_multiple = row_multiple
+        arrays = data.arrays
+        if layout == "hierarchical":
+            # Word-level units are the kept sentences, sentence-level units the reviews.
+            cap = shape.sentence_row_length if shape is not None else max_sentences
+            self.kept_sentences = np.minimum(arrays.num_sentences, cap)
+            sentences = concatenated_ranges(arrays.sentence_offsets[:-1], self.kept_sentences)
+            if shape is not None:
+                self.row_length = shape.row_length
+            else:
+                longest = int(arrays.sentence_lengths[sentences].max(initial=1))
+                self.row_length = min(max_words, _round_up(longest, multiple))
+            self.sentence_row_length = cap if shape is not None else max(1, int(self.kept_sentences.max(initial=1)))
+            self.unit_lengths = np.minimum(arrays.sentence_lengths[sentences], self.row_length)
+            self.first_unit = np.concatenate([[0], np.cumsum(self.kept_sentences)]).astype(np.int64)
+            cumulative = np.concatenate([[0], np.cumsum(self.unit_lengths)])
+            self.review_tokens = cumulative[self.first_unit[1:]] - cumulative[self.first_unit[:-1]]
+        else:
+            self.row_length = shape.row_length if shape is not None else min(
+                max_tokens, _round_up(int(arrays.num_tokens.max(initial=1)), multiple))
+            self.sentence_row_length = 0
+            self.review_tokens = np.minimum(arrays.num_tokens, self.row_length)
+        self.shape = shape if shape is not None else self._choose_shape()
+        if self.shape.reviews != batch_size:
+            raise ValueError(f"packed shape has {self.shape.reviews} review slots, batch size is {batch_size}")
+        self._eval_plan: list[np.ndarray] | None = None
+
+    # -- sizes ----------------------------------------------------------------------------------
+    @property
+    def buckets(self) -> tuple[tuple[int, ...], ...]:
+        """The one batch shape, (rows, row length, sentence rows, sentence row length, reviews)."""
+        return (self.shape.as_tuple(),)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.batch_size // self.process_count
+
+    def _units_of(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lengths of the word-level units (sentences, or whole reviews when flat) of `members`,
+        and their sentence counts (the sentence-level units; empty when flat)."""
+        if self.layout == "flat":
+            return self.review_tokens[members], np.zeros(0, np.int64)
+        units = concatenated_ranges(self.first_unit[members], self.kept_sentences[members])
+        counts = self.kept_sentences[members]
+        return self.unit_lengths[units], counts[counts > 0]
+
+    def _rows_needed(self, members: np.ndarray, max_rows: tuple[int, int] | None = None):
+        """(word rows, sentence rows) that `members` pack into; None if over `max_rows`."""
+        words, counts = self._units_of(members)
+        needed = []
+        for units, length, limit in ((words, self.row_length, None if max_rows is None else max_rows[0]),
+                                     (counts, self.sentence_row_length, None if max_rows is None else max_rows[1])):
+            placed = best_fit_rows(units, length, limit) if len(units) else (None, None, 0)
+            if placed is None:
+                return None
+            needed.append(placed[2])
+        return tuple(needed)
+
+    def _local_limits(self) -> tuple[int, int]:
+        return self.shape.rows // self.process_count, self.shape.sentence_rows // self.process_count
+
+    def _fits(self, members: np.ndarray) -> bool:
+        return self._rows_needed(members, self._local_limits()) is not None
+
+    def _choose_shape(self) -> PackedShape:
+        """Rows for every local batch of the first two epochs (balanced batches need about the
+        same, the lower bound ceil(tokens / L)); a later batch that overflows is repaired by
+        swapping reviews (`_fit`)."""
+        word_rows = sentence_rows = 1
+        for epoch in (0, 1):
+            for part in self._raw_epoch_parts(epoch):
+                words, sentences = self._rows_needed(part)
+                word_rows, sentence_rows = max(word_rows, words), max(sentence_rows, sentences)
+        word_rows = _round_up(word_rows, self.row_multiple)
+        sentence_rows = _round_up(sentence_rows, self.row_multiple) if self.layout == "hierarchical" else 0
+        return PackedShape(word_rows * self.process_count, self.row_length, sentence_rows * self.process_count,
+                           self.sentence_row_length, self.batch_size)
+
+    # -- plans ----------------------------------------------------------------------------------
+    def _raw_epoch_parts(self, epoch: int) -> list[np.ndarray]:
+        """The local batches of `epoch`, P per global batch, in step order (before any repair)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        parts = balanced_batches(self.review_tokens, self.steps_per_epoch * self.process_count,
+                                 self.local_batch_size, rng)
+        order = rng.permutation(self.steps_per_epoch).tolist()
+        return [parts[batch * self.process_count + p] for batch in order for p in range(self.process_count)]
+
+    def _fit(self, parts: list[np.ndarray]) -> list[np.ndarray]:
+        """Repairs local batches that overflow the shape: the overflowing batch's longest review
+        swaps with the shortest review of the lightest other batch until it fits (deterministic)."""
+        loads = np.array([self.review_tokens[p].sum() for p in parts], np.int64)
+        for index, mine in enumerate(parts):
+            for _ in range(64):
+                if self._fits(mine):
+                    break
+                others = np.argsort(loads, kind="stable")
+                lightest = int(others[0] if others[0] != index else others[1])
+                theirs = parts[lightest]
+                long_at = int(np.argmax(self.review_tokens[mine]))
+                short_at = int(np.argmin(self.review_tokens[theirs]))
+                if self.review_tokens[theirs[short_at]] >= self.review_tokens[mine[long_at]]:
+                    break
+                mine[long_at], theirs[short_at] = theirs[short_at], mine[long_at]
+                loads[index], loads[lightest] = self.review_tokens[mine].sum(), self.review_tokens[theirs].sum()
+            if not self._fits(mine):
+                raise RuntimeError(f"packed batches: {len(mine)} reviews do not fit {self.shape} and no swap "
+                                   "helps; report this with the data set")
+        return parts
+
+    def epoch_parts(self, epoch: int) -> list[np.ndarray]:
+        """The local batches of `epoch`: `steps_per_epoch * process_count` arrays of review indices."""
+        return self._fit(self._raw_epoch_parts(epoch))
+
+    def eval_parts(self) -> list[np.ndarray]:
+        """Every review once, in balanced batches: as many as it takes for each to fit the shape."""
+        if self._eval_plan is None:
+            per_part = self.shape.slots // self.process_count
+            num_parts = max(math.ceil(len(self.data) / self.local_batch_size),
+                            math.ceil(int(self.review_tokens.sum()) / (0.9 * per_part)))
+            while True:
+                num_parts = _round_up(num_parts, self.process_count)
+                rng = np.random.default_rng([self.seed, 2 ** 31 - 1])
+                parts = balanced_batches(self.review_tokens, num_parts, self.local_batch_size, rng, noise=0.0)
+                if all(self._fits(p) for p in parts):
+                    break
+                num_parts = int(num_parts * 1.1) + 1
+            self._eval_plan = [np.sort(p) for p in parts]
+        return self._eval_plan
+
+    # -- batches --------------------------------------------------------------------------------
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This process's part of the training batches of `epoch`, from `start_step` on (resume)."""
+        parts = self.epoch_parts(epoch)
+        for step in range(start_step, self.steps_per_epoch):
+            yield self.make_local_batch(parts[step * self.process_count + self.process_index])
+
+    def evaluation(self) -> Iterator[Batch]:
+        parts = self.eval_parts()
+        for batch in range(len(parts) // self.process_count):
+            yield self.make_local_batch(parts[batch * self.process_count + self.process_index])
+
+    def make_local_batch(self, members: np.ndarray) -> Batch:
+        """This process's part of a global batch that holds the reviews `members` (<= B / P)."""
+        return make_packed_batch(self.data, members, self.layout, self.shape, part=self.process_index,
+                                 parts=self.process_count, rating_range=self.rating_range,
+                                 rating_step=self.rating_step)
+
+    def padding_report(self) -> dict:
+        """Real tokens / token slots over an epoch's batches, and truncation."""
+        kept = int(self.review_tokens.sum())
+        slots = self.steps_per_epoch * self.shape.slots
+        total = int(self.data.arrays.num_tokens.sum())
+        efficiency = round(kept / max(1, slots), 4)
+        report = {"efficiency": efficiency, "tokens": total, "truncated_tokens": total - kept, "layout": "packed",
+                  "buckets": [{"shape": list(self.shape.as_tuple()), "reviews": len(self.data),
+                               "efficiency": efficiency}]}
+        if self.layout == "hierarchical":
+            sentence_slots = self.steps_per_epoch * self.shape.sentence_rows * self.shape.sentence_row_length
+            report["sentence_efficiency"] = round(int(self.kept_sentences.sum()) / max(1, sentence_slots), 4)
+        return report
+
+
+def make_packed_batch(data: EncodedReviews, members: np.ndarray, layout: str, shape: PackedShape, *,
+                      part: int = 0, parts: int = 1, rating_range: tuple[float, float] = (1.0, 5.0),
+                      rating_step: float = 1.0) -> Batch:
+    """Part `part` of `parts` of a packed batch (local shape = global / parts) holding `members`.
+
+    Segment ids are global: they point at this part's slots in the global batch.
+    """
+    arrays = data.arrays
+    members = np.asarray(members, np.int64)
+    rows, length = shape.rows // parts, shape.row_length
+    slots = shape.reviews // parts
+    if len(members) > slots:
+        raise ValueError(f"{len(members)} reviews for {slots} review slots")
+    slot_offset = part * slots
+    num_classes = int(round((rating_range[1] - rating_range[0]) / rating_step)) + 1
+    ratings = np.full(slots, rating_range[0], np.float32)
+    ratings[:len(members)] = arrays.ratings[members]
+    weight = np.zeros(slots, np.float32)
+    weight[:len(members)] = 1.0
+    batch = {
+        "user": np.zeros(slots, np.int32), "product": np.zeros(slots, np.int32),
+        "label": np.clip(np.rint((ratings - rating_range[0]) / rating_step), 0, num_classes - 1).astype(np.int32),
+        "rating": ratings, "weight": weight,
+    }
+    batch["user"][:len(members)] = arrays.users[members]
+    batch["product"][:len(members)] = arrays.products[members]
+    words = np.zeros((rows, length), np.int32)
+    owner = np.zeros((rows, length), np.int32)
+    if layout == "flat":
+        lengths = np.minimum(arrays.num_tokens[members], length)
+        placed = best_fit_rows(lengths, length, rows)
+        if placed is None:
+            raise ValueError(f"the reviews of a batch do not fit {rows} rows of {length}")
+        row, offset, _ = placed
+        starts = arrays.token_offsets[arrays.sentence_offsets[members]]
+        positions = np.repeat(row * length + offset, lengths) + concatenated_ranges(np.zeros_like(lengths), lengths)
+        words.reshape(-1)[positions] = arrays.token_ids[concatenated_ranges(starts, lengths)]
+        owner.reshape(-1)[positions] = np.repeat(np.arange(len(members)) + slot_offset, lengths)
+        batch.update(tokens=words, token_mask=words != 0, token_review=owner)
+        return batch
+
+    sentence_rows, sentence_length = shape.sentence_rows // parts, shape.sentence_row_length
+    counts = np.minimum(arrays.num_sentences[members], sentence_length)
+    # Sentence level: each review's sentences, in order, whole in one sentence row.
+    review_row = np.zeros(len(members), np.int64)
+    review_offset = np.zeros(len(members), np.int64)
+    has = counts > 0
+    if has.any():
+        placed = best_fit_rows(counts[has], sentence_length, sentence_rows)
+        if placed is None:
+            raise ValueError(f"the reviews of a batch do not fit {sentence_rows} sentence rows of {sentence_length}")
+        review_row[has], review_offset[has], _ = placed
+    sentence_slot = (np.repeat(review_row * sentence_length + review_offset, counts)
+                     + concatenated_ranges(np.zeros_like(counts), counts))  # local, row-major in [Rs, Ls]
+    sentence_review = np.zeros((sentence_rows, sentence_length), np.int32)
+    sentence_review.reshape(-1)[sentence_slot] = np.repeat(np.arange(len(members)) + slot_offset, counts)
+    sentence_mask = np.zeros((sentence_rows, sentence_length), bool)
+    sentence_mask.reshape(-1)[sentence_slot] = True
+    # Word level: every sentence whole in one word row.
+    sentences = concatenated_ranges(arrays.sentence_offsets[members], counts)
+    lengths = np.minimum(arrays.sentence_lengths[sentences], length)
+    placed = best_fit_rows(lengths, length, rows)
+    if placed is None:
+        raise ValueError(f"the sentences of a batch do not fit {rows} rows of {length}")
+    row, offset, _ = placed
+    positions = np.repeat(row * length + offset, lengths) + concatenated_ranges(np.zeros_like(lengths), lengths)
+    words.reshape(-1)[positions] = arrays.token_ids[concatenated_ranges(arrays.token_offsets[sentences], lengths)]
+    global_slot = sentence_slot + part * sentence_rows * sentence_length
+    owner.reshape(-1)[positions] = np.repeat(global_slot, lengths)
+    batch.update(words=words, word_mask=words != 0, word_sentence=owner, sentence_review=sentence_review,
+                 sentence_mask=sentence_mask)
+    return batch
+
+
+def is_packed(batch: dict) -> bool:
+    """Whether `batch` is packed (segment ids present) rather than `[B, S, W]` / `[B, T]`."""
+    return "word_sentence" in batch or "token_review" in batch
