@@ -109,29 +109,42 @@ def best_fit_rows(lengths: np.ndarray, row_length: int, max_rows: int | None = N
     return row, offset, len(used)
 
 
-def balanced_batches(loads: np.ndarray, num_batches: int, per_batch: int, rng: np.random.Generator,
+def group_sizes(items: int, groups: int, per_group: int, parts: int = 1) -> np.ndarray:
+    """Sizes of `groups` groups holding `items`, read as batches of `parts` consecutive groups:
+    every batch full but the last, whose parts share its remainder as evenly as possible."""
+    capacity = groups * per_group
+    if not capacity - parts * per_group < items <= capacity:
+        raise ValueError(f"{items} items do not make {groups // parts} batches of {parts * per_group} "
+                         "with only the last one short")
+    sizes = np.full(groups, per_group, np.int64)
+    remainder = items - (groups - parts) * per_group
+    sizes[groups - parts:] = remainder // parts + (np.arange(parts) < remainder % parts)
+    return sizes
+
+
+def balanced_batches(loads: np.ndarray, sizes: np.ndarray, rng: np.random.Generator,
                      noise: float = 0.3) -> list[np.ndarray]:
-    """Splits items 0..n-1 into `num_batches` groups of at most `per_batch` with near-equal total load.
+    """Splits items 0..n-1 into groups of exactly `sizes` items with near-equal total load.
 
     Longest-processing-time-first on noisy loads (load * exp(noise * N(0, 1))): each item goes to
     the group with the least load so far that still has room; ties go to a random group. The noise
     varies the grouping from epoch to epoch; the big items still come first, so loads stay level.
     Each group is returned in a random order.
     """
-    n = len(loads)
-    if n > num_batches * per_batch:
-        raise ValueError(f"{n} items do not fit {num_batches} groups of {per_batch}")
+    n, sizes = len(loads), np.asarray(sizes, np.int64)
+    if n != sizes.sum():
+        raise ValueError(f"{n} items for groups of {sizes.sum()} in all")
     keys = np.asarray(loads, np.float64) * np.exp(noise * rng.standard_normal(n))
     order = np.argsort(-keys, kind="stable")
-    tie_break = rng.permutation(num_batches).tolist()
-    heap = [(0, tie_break[g], g) for g in range(num_batches)]
+    tie_break = rng.permutation(len(sizes)).tolist()
+    heap = [(0, tie_break[g], g) for g in range(len(sizes)) if sizes[g] > 0]
     heapq.heapify(heap)
-    members: list[list[int]] = [[] for _ in range(num_batches)]
+    members: list[list[int]] = [[] for _ in sizes]
     loads_list = np.asarray(loads, np.int64).tolist()
     for item in order.tolist():
         load, tie, group = heapq.heappop(heap)
         members[group].append(item)
-        if len(members[group]) < per_batch:
+        if len(members[group]) < sizes[group]:
             heapq.heappush(heap, (load + loads_list[item], tie, group))
     return [rng.permutation(np.asarray(m, np.int64)) for m in members]
 
@@ -245,32 +258,53 @@ class PackedBatcher:
     def _raw_epoch_parts(self, epoch: int) -> list[np.ndarray]:
         """The local batches of `epoch`, P per global batch, in step order (before any repair)."""
         rng = np.random.default_rng([self.seed, epoch])
-        parts = balanced_batches(self.review_tokens, self.steps_per_epoch * self.process_count,
-                                 self.local_batch_size, rng)
+        sizes = group_sizes(len(self.data), self.steps_per_epoch * self.process_count, self.local_batch_size,
+                            self.process_count)
+        parts = balanced_batches(self.review_tokens, sizes, rng)
         order = rng.permutation(self.steps_per_epoch).tolist()
         return [parts[batch * self.process_count + p] for batch in order for p in range(self.process_count)]
 
     def _fit(self, parts: list[np.ndarray]) -> list[np.ndarray]:
-        """Repairs local batches that overflow the shape: the overflowing batch's longest review
-        swaps with the shortest review of the lightest other batch until it fits (deterministic)."""
+        """Repairs local batches that overflow the shape, deterministically: reviews of the
+        overflowing batch swap with smaller ones of the lightest batches that still fit after the
+        swap. Batch sizes do not change; no review is lost or truncated further."""
         loads = np.array([self.review_tokens[p].sum() for p in parts], np.int64)
         for index, mine in enumerate(parts):
-            for _ in range(64):
+            for _ in range(4 * len(mine) + 4):
                 if self._fits(mine):
                     break
-                others = np.argsort(loads, kind="stable")
-                lightest = int(others[0] if others[0] != index else others[1])
-                theirs = parts[lightest]
-                long_at = int(np.argmax(self.review_tokens[mine]))
-                short_at = int(np.argmin(self.review_tokens[theirs]))
-                if self.review_tokens[theirs[short_at]] >= self.review_tokens[mine[long_at]]:
-                    break
-                mine[long_at], theirs[short_at] = theirs[short_at], mine[long_at]
-                loads[index], loads[lightest] = self.review_tokens[mine].sum(), self.review_tokens[theirs].sum()
-            if not self._fits(mine):
-                raise RuntimeError(f"packed batches: {len(mine)} reviews do not fit {self.shape} and no swap "
-                                   "helps; report this with the data set")
+                if not self._swap_out(index, parts, loads):
+                    raise RuntimeError(f"packed batches: {len(mine)} reviews do not fit {self.shape} and no "
+                                       "swap helps; report this with the data set")
         return parts
+
+    def _sizes(self, members: np.ndarray) -> np.ndarray:
+        """What overflows: tokens, or sentences when the sentence rows are the ones too few."""
+        limits = self._local_limits()
+        if self.layout == "hierarchical" and self._rows_needed(members, (None, limits[1])) is None:
+            return self.kept_sentences
+        return self.review_tokens
+
+    def _swap_out(self, index: int, parts: list[np.ndarray], loads: np.ndarray) -> bool:
+        """One swap that makes batch `index` smaller where it overflows; False if no swap keeps the
+        other batch fitting."""
+        mine = parts[index]
+        sizes = self._sizes(mine)
+        for mine_at in np.argsort(-sizes[mine], kind="stable")[:4].tolist():
+            for other in np.argsort(loads, kind="stable")[:16].tolist():
+                theirs = parts[other]
+                if other == index:
+                    continue
+                for their_at in np.argsort(sizes[theirs], kind="stable")[:4].tolist():
+                    if sizes[theirs[their_at]] >= sizes[mine[mine_at]]:
+                        break
+                    mine[mine_at], theirs[their_at] = theirs[their_at], mine[mine_at]
+                    if self._fits(theirs):
+                        loads[index] = self.review_tokens[mine].sum()
+                        loads[other] = self.review_tokens[theirs].sum()
+                        return True
+                    mine[mine_at], theirs[their_at] = theirs[their_at], mine[mine_at]  # undo
+        return False
 
     def epoch_parts(self, epoch: int) -> list[np.ndarray]:
         """The local batches of `epoch`: `steps_per_epoch * process_count` arrays of review indices."""
@@ -281,14 +315,16 @@ class PackedBatcher:
         if self._eval_plan is None:
             per_part = self.shape.slots // self.process_count
             num_parts = max(math.ceil(len(self.data) / self.local_batch_size),
-                            math.ceil(int(self.review_tokens.sum()) / (0.9 * per_part)))
+                            math.ceil(int(self.review_tokens.sum()) / per_part))
             while True:
                 num_parts = _round_up(num_parts, self.process_count)
                 rng = np.random.default_rng([self.seed, 2 ** 31 - 1])
-                parts = balanced_batches(self.review_tokens, num_parts, self.local_batch_size, rng, noise=0.0)
+                # As even as possible: evaluation batches need not be full.
+                sizes = len(self.data) // num_parts + (np.arange(num_parts) < len(self.data) % num_parts)
+                parts = balanced_batches(self.review_tokens, sizes, rng, noise=0.0)
                 if all(self._fits(p) for p in parts):
                     break
-                num_parts = int(num_parts * 1.1) + 1
+                num_parts = int(num_parts * 1.05) + 1
             self._eval_plan = [np.sort(p) for p in parts]
         return self._eval_plan
 

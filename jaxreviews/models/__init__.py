@@ -2,7 +2,8 @@
 
     config = default_model_config("han_upa")          # every option with its default
     model = build_model(config, vocab_size=..., num_users=..., num_products=..., num_classes=5,
-                        rating_range=(1.0, 5.0))
+                        rating_range=(1.0, 5.0),
+                        **training_statistics(config, users=..., products=..., ratings=..., ...))
     variables = model.init({"params": key}, batch, train=False)
     outputs = model.apply(variables, batch, train=True, rngs={"dropout": key})
     # outputs["logits"] [B, C] and/or outputs["rating"] [B], plus predicted_rating / predicted_class
@@ -14,9 +15,14 @@
 | bilstm  | flat          | `rnn` preset: one BiLSTM layer, mean pooling (the torch reference) |
 | han     | hierarchical  | Yang et al. (2016), word/sentence encoders LSTM, GRU or CNN        |
 | han_upa | hierarchical  | HAN + user/product attention (NSC+UPA), optional concat and biases |
-| mf      | ids           | matrix factorisation with biases (collaborative filtering)         |
+| mf      | ids           | matrix factorisation with biases (collaborative filtering); with   |
+|         |               | `implicit_feedback=True` SVD++ (Koren 2008)                        |
 
 Any text model becomes a hybrid with MF by `config.collaborative.enabled = True`.
+
+Training statistics (`training_statistics`): the mean rating and the class frequencies of the
+training split set where MF's biases start (an untrained model predicts the mean / the prior, see
+`heads.starting_biases`); SVD++ also needs the products each training user rated.
 """
 from __future__ import annotations
 
@@ -26,11 +32,11 @@ import ml_collections
 import numpy as np
 
 from jaxreviews.models import heads, layers
-from jaxreviews.models.mf import MatrixFactorization
+from jaxreviews.models.mf import MatrixFactorization, RatedProducts
 from jaxreviews.models.text import HierarchicalAttention, KimCNN, RNNClassifier
 
-__all__ = ["MODEL_NAMES", "batch_layout", "build_model", "count_parameters", "default_model_config", "heads", "input_layout",
-           "shrink_for_tests"]
+__all__ = ["MODEL_NAMES", "RatedProducts", "batch_layout", "build_model", "count_parameters", "default_model_config",
+           "heads", "input_layout", "shrink_for_tests", "training_statistics"]
 
 MODEL_NAMES = ("cnn", "rnn", "bilstm", "han", "han_upa", "mf")
 _LAYOUTS = {"cnn": "flat", "rnn": "flat", "bilstm": "flat", "han": "hierarchical", "han_upa": "hierarchical",
@@ -107,6 +113,11 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
         c.factors = 50
         c.unknown_rate = 0.05  # fraction of ids replaced by the unknown id 0 while training
         c.init_stddev = 0.1
+        # Per-example L2 on the factors / biases each rating looks up (scikit-surprise's `reg`),
+        # added to the training loss as the model's `penalty` output (see models/mf.py).
+        c.l2_factors = 0.02
+        c.l2_biases = 0.02
+        c.implicit_feedback = False  # SVD++: the products a user rated enter the user vector
         return c
 
     c.embed_dim = 200  # taken from the pretrained table when one is given
@@ -172,10 +183,34 @@ def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.Config
     return config
 
 
+def training_statistics(config: ml_collections.ConfigDict, *, users: np.ndarray, products: np.ndarray,
+                        ratings: np.ndarray, num_users: int, num_classes: int,
+                        rating_range: tuple[float, float]) -> dict:
+    """build_model's keyword arguments that come from the TRAINING split (its id and rating columns):
+    `rating_mean`, `label_prior` [C] (class frequencies, class = nearest step of the range) and,
+    for SVD++ (`mf` with `implicit_feedback`), `rated_products`."""
+    ratings = np.asarray(ratings, np.float64)
+    if len(ratings) == 0:
+        return {}
+    classes = np.asarray(heads.rating_to_class(ratings, tuple(rating_range), num_classes))
+    statistics = {"rating_mean": float(ratings.mean()),
+                  "label_prior": np.bincount(classes, minlength=num_classes) / len(classes)}
+    if config.name == "mf" and config.implicit_feedback:
+        statistics["rated_products"] = RatedProducts.from_ratings(users=users, products=products,
+                                                                  num_users=num_users)
+    return statistics
+
+
 def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, num_users: int, num_products: int,
                 num_classes: int, rating_range: tuple[float, float],
-                pretrained_embeddings: np.ndarray | None = None) -> nn.Module:
-    """The Flax module of `config.name`. num_users / num_products include the unknown id 0."""
+                pretrained_embeddings: np.ndarray | None = None, rating_mean: float | None = None,
+                label_prior: np.ndarray | None = None, rated_products: RatedProducts | None = None) -> nn.Module:
+    """The Flax module of `config.name`. num_users / num_products include the unknown id 0.
+
+    `rating_mean`, `label_prior` and `rated_products` are training statistics
+    (`training_statistics`): where MF's biases start, and SVD++'s N(u). Text models do not take
+    them yet (their `heads.Head` accepts the first two, models/text.py does not pass them).
+    """
     _check_name(config.name)
     if heads.has_classification(config.head.kind) and num_classes < 2:
         raise ValueError(f"a classification head needs num_classes >= 2, got {num_classes}")
@@ -185,8 +220,14 @@ def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, num_users
     config = ml_collections.ConfigDict(config.to_dict())
     layers.compute_dtype(config.dtype)
     if config.name == "mf":
-        return MatrixFactorization(ml_collections.FrozenConfigDict(config), num_users, num_products, num_classes,
-                                   rating_range)
+        if rated_products is not None and rated_products.num_users != num_users:
+            raise ValueError(f"rated_products covers {rated_products.num_users} users, the model {num_users}")
+        return MatrixFactorization(
+            ml_collections.FrozenConfigDict(config), num_users=num_users, num_products=num_products,
+            num_classes=num_classes, rating_range=rating_range,
+            rating_mean=None if rating_mean is None else float(rating_mean),
+            label_prior=None if label_prior is None else tuple(float(x) for x in np.asarray(label_prior)),
+            rated_products=rated_products)
     if pretrained_embeddings is not None:
         pretrained_embeddings = np.asarray(pretrained_embeddings, np.float32)
         if pretrained_embeddings.ndim != 2 or pretrained_embeddings.shape[0] != vocab_size:

@@ -12,15 +12,28 @@ rating under the softmax, sum_c p_c * rating(c): smooth, always in range, and wh
 squared error given the predicted distribution. Predicted class of a regression-only head (for
 accuracy): the rating rounded to the nearest class. With both, each comes from its own output.
 
+Starting biases (`starting_biases`): the rating pre-activation starts at the training mean
+through the inverse of the squash (so an untrained model predicts the mean, the best constant under
+MSE) and the C logits at log(training label prior) (so its softmax is the prior, the best constant
+under CE). Without those statistics: the middle of the range and uniform logits.
+
+Regularisers: a model may add `penalty` [B] to its TRAINING outputs, a per-example term such as
+MF's L2 on the factors and biases the example looked up (what SGD-per-rating libraries apply).
+`loss` adds its weighted mean; `per_example_loss` and `metric_sums` ignore it, so evaluation
+losses stay comparable across models.
+
 Everything here is a pure function of arrays: jit/vmap friendly. Batches carry `weight` (0 for
 padding rows), and every loss and metric is weighted by it.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jaxreviews.models import layers
 
@@ -88,14 +101,52 @@ def squash_rating(z: Array, rating_range: tuple[float, float], activation: str =
 
 def rating_offset(rating_range: tuple[float, float], activation: str) -> float:
     """Bias init that starts the rating head at the middle of the range."""
-    return 0.0 if activation == "sigmoid" else 0.5 * (rating_range[0] + rating_range[1])
+    return rating_preactivation(0.5 * (rating_range[0] + rating_range[1]), rating_range, activation)
+
+
+# A rating at the very edge of the range has no finite sigmoid pre-activation: start this close.
+_EDGE = 1e-3
+# Classes absent from the training split start at this probability instead of log(0) = -inf.
+SMALLEST_PRIOR = 1e-6
+
+
+def rating_preactivation(rating: float, rating_range: tuple[float, float], activation: str = "sigmoid") -> float:
+    """The inverse of `squash_rating`: the pre-activation whose squashed rating is `rating` (kept
+    a hair inside the range for the sigmoid, whose edges are at infinity)."""
+    lo, hi = rating_range
+    if activation == "sigmoid":
+        fraction = min(max((float(rating) - lo) / (hi - lo), _EDGE), 1.0 - _EDGE)
+        return float(np.log(fraction) - np.log1p(-fraction))
+    if activation == "clip":
+        return float(min(max(float(rating), lo), hi))
+    raise ValueError(f"unknown rating_activation {activation!r}; choose one of {RATING_ACTIVATIONS}")
+
+
+def starting_biases(kind: str, num_classes: int, rating_range: tuple[float, float], activation: str, *,
+                    rating_mean: float | None = None,
+                    label_prior: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+    """float32 [num_outputs] output biases an untrained head starts from: log(label_prior) for the
+    C logits (uniform without a prior) and the pre-activation of `rating_mean` for the rating (the
+    middle of the range without a mean). See the module docstring."""
+    biases = np.zeros(num_outputs(kind, num_classes), np.float32)
+    if has_classification(kind) and label_prior is not None:
+        prior = np.asarray(label_prior, np.float64)
+        if prior.shape != (num_classes,) or not np.all(np.isfinite(prior)) or np.any(prior < 0) or prior.sum() <= 0:
+            raise ValueError(f"label_prior must be {num_classes} non-negative class frequencies, got {prior}")
+        prior = np.maximum(prior / prior.sum(), SMALLEST_PRIOR)
+        biases[:num_classes] = np.log(prior / prior.sum())
+    if has_regression(kind):
+        middle = 0.5 * (rating_range[0] + rating_range[1])
+        biases[-1] = rating_preactivation(middle if rating_mean is None else rating_mean, rating_range, activation)
+    return biases
 
 
 class Head(nn.Module):
     """features [B, D] (+ optional additive pre-activations [B, num_outputs]) -> outputs dict.
 
     One Dense layer produces the C logits and/or the rating pre-activation; `offsets` lets a model
-    add per-user / per-product biases (UPNN-style) to exactly those outputs.
+    add per-user / per-product biases (UPNN-style) to exactly those outputs. Its bias starts at
+    `starting_biases` of the training statistics `rating_mean` and `label_prior` when given.
     """
 
     kind: str
@@ -104,16 +155,18 @@ class Head(nn.Module):
     rating_activation: str = "sigmoid"
     kernel_init: str = "glorot_uniform"
     dtype: layers.Dtype = jnp.float32
+    rating_mean: float | None = None  # training mean rating
+    label_prior: tuple[float, ...] | None = None  # training class frequencies [C]
 
     @nn.compact
     def __call__(self, features: Array, offsets: Array | None = None) -> dict[str, Array]:
         n = num_outputs(self.kind, self.num_classes)
-        start = rating_offset(self.rating_range, self.rating_activation)
+        start = starting_biases(self.kind, self.num_classes, self.rating_range, self.rating_activation,
+                                rating_mean=self.rating_mean, label_prior=self.label_prior)
 
         def bias_init(key, shape, dtype=jnp.float32):
             del key
-            bias = jnp.zeros(shape, dtype)
-            return bias.at[-1].set(start) if has_regression(self.kind) else bias
+            return jnp.asarray(start, dtype).reshape(shape)
 
         z = nn.Dense(n, kernel_init=layers.initializer(self.kernel_init), bias_init=bias_init,
                      dtype=self.dtype, name="output")(features)
@@ -180,11 +233,14 @@ def _weight(batch: dict[str, Array], like: Array) -> Array:
 
 def loss(outputs: dict[str, Array], batch: dict[str, Array],
          head_config: ml_collections.ConfigDict | None = None) -> Array:
-    """Scalar training loss: the mean of the per-example loss weighted by `batch["weight"]`.
+    """Scalar training loss: the mean of the per-example loss (+ the model's `penalty` [B] when its
+    outputs carry one) weighted by `batch["weight"]`.
 
     Padding rows (weight 0) contribute nothing; an all-padding batch gives 0, not NaN.
     """
     per_example = per_example_loss(outputs, batch, head_config)
+    if "penalty" in outputs:
+        per_example = per_example + outputs["penalty"].astype(per_example.dtype)
     weight = _weight(batch, per_example)
     return jnp.sum(weight * per_example) / jnp.maximum(jnp.sum(weight), 1e-12)
 

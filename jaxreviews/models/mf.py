@@ -1,30 +1,100 @@
-"""Matrix factorisation with biases (collaborative filtering), alone or inside a hybrid.
+"""Matrix factorisation with biases (collaborative filtering), alone or inside a hybrid; SVD++.
 
-rating = squash(global + b_user + b_item + <p_user, q_item>) into the rating range. With a
-classification head the same factors give C logits: per-class biases + W (p_user * q_item).
-Id 0 is the learned unknown user / product (trained by replacing a fraction `unknown_rate` of ids
-with 0 during training).
+    rating = squash(global + b_user + b_product + <p_user + implicit(user), q_product>)
+
+into the rating range (`heads.squash_rating`). With a classification head the same factors give
+C logits: per-class biases + W (user vector * q_product). Id 0 is the learned unknown user /
+product (trained by replacing a fraction `unknown_rate` of ids with 0 during training).
+
+SVD++ (Koren 2008, `implicit_feedback=True`): implicit(u) = |N(u)|^-1/2 * sum_{j in N(u)} y_j, where
+N(u) are the products u rated in the TRAINING split (`RatedProducts`, given at build time) and y_j
+a second product table (`implicit_embedding`). Plain MF has implicit(u) = 0.
+
+Invariants (tests/test_cf.py checks them):
+- The global bias starts at `heads.starting_biases` of the training statistics: with zero factors
+  (`init_stddev=0`) an untrained model predicts the training mean rating and its softmax is the
+  training label prior.
+- implicit(u) is one `segment_sum` over the [nnz] training pairs per step (O(nnz * factors),
+  whatever the batch), no Python loop over users; it equals the loop over each user's products.
+- implicit(0) = 0 and implicit(u) = 0 for a user without training ratings, so such a user (and any
+  id replaced by 0 in training) is predicted exactly as plain MF predicts it.
+- `penalty` [B] (training outputs only, added to the loss by `heads.loss`) is, per example,
+  l2_factors * (|p_u|^2 + |q_i|^2 [+ sum_{j in N(u)} |y_j|^2]) + l2_biases * (b_u^2 + b_i^2): one
+  SGD step on one rating then moves every looked-up parameter as scikit-surprise's SVD / SVD++
+  update with reg = l2 does (at half its learning rate: our loss is the squared error, theirs half).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jaxreviews.models import heads, layers
 
 Array = jax.Array
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class RatedProducts:
+    """N(u) of SVD++: the distinct products each user rated in the training split, as [nnz] pairs
+    sorted by user. Users with no pair (the unknown id 0, users only in validation/test) have
+    N(u) empty. Build it with `from_ratings`."""
+
+    users: np.ndarray  # int32 [nnz], sorted ascending
+    products: np.ndarray  # int32 [nnz]
+    num_users: int  # including the unknown id 0
+
+    @classmethod
+    def from_ratings(cls, *, users: np.ndarray, products: np.ndarray, num_users: int) -> RatedProducts:
+        """From the training split's (user, product) id columns; repeated pairs count once."""
+        users, products = np.asarray(users, np.int64), np.asarray(products, np.int64)
+        if users.shape != products.shape or users.ndim != 1:
+            raise ValueError(f"users {users.shape} and products {products.shape} must be [N] columns of one table")
+        if len(users) and (users.min() < 0 or users.max() >= num_users):
+            raise ValueError(f"user ids must lie in [0, {num_users}), got {users.min()}..{users.max()}")
+        pairs = np.unique(np.stack([users, products], axis=1), axis=0)  # sorted by user, then product
+        return cls(pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32), int(num_users))
+
+    @property
+    def counts(self) -> np.ndarray:
+        """int64 [num_users] |N(u)|."""
+        return np.bincount(self.users, minlength=self.num_users)
+
+    @property
+    def scale(self) -> np.ndarray:
+        """float32 [num_users] |N(u)|^-1/2, and 0 where N(u) is empty."""
+        counts = self.counts
+        return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0).astype(np.float32)
+
+
+def implicit_sums(item_vectors: Array, rated: RatedProducts) -> tuple[Array, Array]:
+    """SVD++'s implicit user vectors for EVERY user and their penalty terms:
+    (|N(u)|^-1/2 sum_{j in N(u)} y_j [num_users, F], sum_{j in N(u)} |y_j|^2 [num_users]).
+
+    `item_vectors` is y [num_products, F]. Two segment sums over the nnz pairs: the cost of a step
+    does not depend on which users the batch holds, and the gradient reaches every y_j of N(u)."""
+    rows = jnp.take(item_vectors, jnp.asarray(rated.products), axis=0)  # [nnz, F]
+    segments = jnp.asarray(rated.users)
+    sums = jax.ops.segment_sum(rows, segments, num_segments=rated.num_users, indices_are_sorted=True)
+    squares = jax.ops.segment_sum(jnp.sum(jnp.square(layers.upcast(rows)), axis=-1), segments,
+                                  num_segments=rated.num_users, indices_are_sorted=True)
+    return sums * jnp.asarray(rated.scale, sums.dtype)[:, None], squares
+
+
 def collaborative_offsets(num_users: int, num_products: int, *, factors: int, kind: str, num_classes: int,
                           unknown_rate: float, stddev: float, users: Array, products: Array, train: bool,
-                          replace: Callable[[Array, float], Array], dtype=jnp.float32) -> Array:
-    """Pre-activations [B, num_outputs] of MF, built from submodules of the CALLING module:
-    `user_embedding`, `product_embedding` (factors), `user_bias`, `product_bias` (one per output)
-    and, with a classification head, `interaction` (factors -> C logits)."""
+                          replace: Callable[[Array, float], Array], dtype=jnp.float32,
+                          rated_products: RatedProducts | None = None, l2_factors: float = 0.0,
+                          l2_biases: float = 0.0) -> tuple[Array, Array]:
+    """(pre-activations [B, num_outputs], penalty [B]) of MF, built from submodules of the CALLING
+    module: `user_embedding`, `product_embedding` (factors), `user_bias`, `product_bias` (one per
+    output), with `rated_products` (SVD++) `implicit_embedding`, and with a classification head
+    `interaction` (factors -> C logits). The penalty is the module docstring's."""
     users, products = replace(users, unknown_rate), replace(products, unknown_rate)
     n = heads.num_outputs(kind, num_classes)
     p = layers.IdEmbedding(num_users, factors, stddev=stddev, dtype=dtype, name="user_embedding")(users, train=False)
@@ -34,14 +104,24 @@ def collaborative_offsets(num_users: int, num_products: int, *, factors: int, ki
     b_user = layers.IdEmbedding(num_users, n, stddev=0.0, dtype=accumulate, name="user_bias")(users, train=False)
     b_product = layers.IdEmbedding(num_products, n, stddev=0.0, dtype=accumulate,
                                    name="product_bias")(products, train=False)
-    interaction = layers.upcast(p * q)  # [B, factors]
+    squared_factors = jnp.sum(jnp.square(layers.upcast(p)), -1) + jnp.sum(jnp.square(layers.upcast(q)), -1)
+    user_vector = p
+    if rated_products is not None:
+        table = layers.IdEmbedding(num_products, factors, stddev=stddev, dtype=dtype, name="implicit_embedding")
+        everyone = jnp.arange(num_products)  # the whole y table [num_products, F], looked up as rows
+        implicit, implicit_squares = implicit_sums(table(everyone, train=False), rated_products)
+        user_vector = p + jnp.take(implicit, users, axis=0).astype(dtype)  # [B, F]
+        squared_factors = squared_factors + jnp.take(implicit_squares, users, axis=0)
+    interaction = layers.upcast(user_vector * q)  # [B, factors]
     columns = []
     if heads.has_classification(kind):
         columns.append(nn.Dense(num_classes, use_bias=False, kernel_init=layers.initializer("glorot_uniform"),
                                 dtype=dtype, name="interaction")(interaction))
     if heads.has_regression(kind):
         columns.append(jnp.sum(interaction, axis=-1, keepdims=True))
-    return jnp.concatenate(columns, axis=-1) + b_user + b_product
+    penalty = (l2_factors * squared_factors
+               + l2_biases * (jnp.sum(jnp.square(b_user), -1) + jnp.sum(jnp.square(b_product), -1)))
+    return jnp.concatenate(columns, axis=-1) + b_user + b_product, penalty
 
 
 class Collaborative(nn.Module):
@@ -57,34 +137,47 @@ class Collaborative(nn.Module):
     @nn.compact
     def __call__(self, users: Array, products: Array, *, train: bool) -> Array:
         c = self.config
-        return collaborative_offsets(self.num_users, self.num_products, factors=c.factors, kind=self.kind,
-                                     num_classes=self.num_classes, unknown_rate=c.unknown_rate,
-                                     stddev=c.init_stddev, users=users, products=products, train=train,
-                                     replace=lambda ids, rate: layers.replace_with_unknown(self, ids, rate, train),
-                                     dtype=self.dtype)
+        offsets, _ = collaborative_offsets(
+            self.num_users, self.num_products, factors=c.factors, kind=self.kind, num_classes=self.num_classes,
+            unknown_rate=c.unknown_rate, stddev=c.init_stddev, users=users, products=products, train=train,
+            replace=lambda ids, rate: layers.replace_with_unknown(self, ids, rate, train), dtype=self.dtype)
+        return offsets
 
 
 class MatrixFactorization(nn.Module):
-    """Reads only batch["user"] and batch["product"]."""
+    """Reads only batch["user"] and batch["product"]. `rating_mean` / `label_prior` (training
+    statistics) set where the global bias starts; `rated_products` is required with
+    `config.implicit_feedback` (SVD++) and ignored without."""
 
     config: ml_collections.FrozenConfigDict
     num_users: int
     num_products: int
     num_classes: int
     rating_range: tuple[float, float]
+    rating_mean: float | None = None
+    label_prior: tuple[float, ...] | None = None
+    rated_products: RatedProducts | None = None
 
     @nn.compact
     def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         c = self.config
         kind = c.head.kind
-        offsets = collaborative_offsets(
+        implicit = c.implicit_feedback
+        if implicit and self.rated_products is None:
+            raise ValueError("model.implicit_feedback=True (SVD++) needs the training split's N(u): "
+                             "build_model(..., rated_products=RatedProducts.from_ratings(...)), as "
+                             "models.training_statistics(...) gives it")
+        offsets, penalty = collaborative_offsets(
             self.num_users, self.num_products, factors=c.factors, kind=kind, num_classes=self.num_classes,
             unknown_rate=c.unknown_rate, stddev=c.init_stddev, users=batch["user"], products=batch["product"],
             train=train, replace=lambda ids, rate: layers.replace_with_unknown(self, ids, rate, train),
-            dtype=layers.compute_dtype(c.dtype))
-        n = heads.num_outputs(kind, self.num_classes)
-        start = heads.rating_offset(self.rating_range, c.head.rating_activation)
-        global_bias = self.param("global_bias", lambda key, shape: jnp.full(shape, start, jnp.float32).at[
-            :n - heads.has_regression(kind)].set(0.0), (n,))
-        return heads.split_outputs(offsets + global_bias, kind, self.num_classes, self.rating_range,
-                                   c.head.rating_activation)
+            dtype=layers.compute_dtype(c.dtype), rated_products=self.rated_products if implicit else None,
+            l2_factors=c.l2_factors, l2_biases=c.l2_biases)
+        start = heads.starting_biases(kind, self.num_classes, self.rating_range, c.head.rating_activation,
+                                      rating_mean=self.rating_mean, label_prior=self.label_prior)
+        global_bias = self.param("global_bias", lambda key, shape: jnp.asarray(start).reshape(shape), start.shape)
+        outputs = heads.split_outputs(offsets + global_bias, kind, self.num_classes, self.rating_range,
+                                      c.head.rating_activation)
+        if train and (c.l2_factors or c.l2_biases):
+            outputs["penalty"] = penalty
+        return outputs

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxreviews.data.packing import is_packed
 from jaxreviews.models import cnn, heads, layers, recurrent
 from jaxreviews.models.mf import Collaborative
 
@@ -104,10 +105,6 @@ def run_encoder(encoder, x: Array, mask: Array, *, train: bool,
         return encoder(x, mask, train=train, segments=segments)
     return encoder(x, mask, segments), None
 
-
-def is_packed(batch: dict[str, Array]) -> bool:
-    """A packed batch (jaxreviews.data.packing) carries segment ids; `[B, S, W]` / `[B, T]` do not."""
-    return "word_sentence" in batch or "token_review" in batch
 
 
 class KimCNN(TextModel):

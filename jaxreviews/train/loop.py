@@ -164,9 +164,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"{padding['efficiency']:.1%}{sentences}, truncated tokens {padding['truncated_tokens']}")
 
     # Model, optimiser, state.
+    train_arrays = splits.train.arrays
+    statistics = models.training_statistics(  # where MF's biases start; SVD++'s N(u)
+        config.model, users=train_arrays.users, products=train_arrays.products, ratings=train_arrays.ratings,
+        num_users=len(splits.users), num_classes=splits.num_classes, rating_range=splits.rating_range)
     model = models.build_model(config.model, vocab_size=len(splits.vocab), num_users=len(splits.users),
                                num_products=len(splits.products), num_classes=splits.num_classes,
-                               rating_range=splits.rating_range, pretrained_embeddings=splits.pretrained)
+                               rating_range=splits.rating_range, pretrained_embeddings=splits.pretrained,
+                               **statistics)
     steps_per_epoch = train_batches.steps_per_epoch
     total_steps = steps_per_epoch * train_cfg.epochs
     tx, schedule = optimizers.make_optimizer(config.optimizer, steps_per_epoch=steps_per_epoch,
