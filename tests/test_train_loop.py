@@ -141,3 +141,39 @@ def test_batch_sharded_over_eight_devices(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "8 devices" in done.stdout
     assert results(tmp_path)["test"]["reviews"] == 60
+
+
+def test_a_repeated_run_compiles_nothing(tmp_path):
+    """The persistent compilation cache: the same config again reads every program back."""
+    cache = f"--config.compilation_cache_dir={tmp_path / 'cache'}"
+    first = train(tmp_path / "first", cache, "--config.train.epochs=2")
+    second = train(tmp_path / "second", cache, "--config.train.epochs=2")
+    assert first.returncode == 0 and second.returncode == 0, first.stdout + first.stderr + second.stderr
+    compiled, again = results(tmp_path / "first")["compile"], results(tmp_path / "second")["compile"]
+    assert compiled["programs"] > 0 and again["programs"] == 0 and again["cache_reads"] >= compiled["programs"]
+    assert results(tmp_path / "second")["param_checksum"] == results(tmp_path / "first")["param_checksum"]
+    assert "compilation" in second.stdout and "read from the cache" in second.stdout
+    r = results(tmp_path / "second")
+    assert r["train_seconds"] > 0 and r["docs_per_s"] > 0 and r["layout"] == "packed"
+
+
+def test_padded_layout_still_trains(tmp_path):
+    done = train(tmp_path, "--config.data.layout=padded", "--config.train.epochs=2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = results(tmp_path)
+    assert r["layout"] == "padded" and len(r["buckets"]) == 2
+    assert r["compilations"]["train_step"] <= 2 and r["test"]["reviews"] == 60
+
+
+def test_packed_batches_sharded_over_eight_devices(tmp_path):
+    env_flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{env_flags} --xla_force_host_platform_device_count=8"
+    try:
+        done = train(tmp_path, "--config.train.epochs=1")
+    finally:
+        os.environ["XLA_FLAGS"] = env_flags
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = results(tmp_path)
+    assert "8 devices" in done.stdout and r["layout"] == "packed"
+    assert r["buckets"][0][0] % 8 == 0 and r["buckets"][0][2] % 8 == 0  # rows shard evenly
+    assert r["test"]["reviews"] == 60

@@ -192,7 +192,8 @@ def training_statistics(config: ml_collections.ConfigDict, *, users: np.ndarray,
     ratings = np.asarray(ratings, np.float64)
     if len(ratings) == 0:
         return {}
-    classes = np.asarray(heads.rating_to_class(ratings, tuple(rating_range), num_classes))
+    step = heads.rating_step(tuple(rating_range), num_classes)  # numpy: no device round trip
+    classes = np.clip(np.rint((ratings - rating_range[0]) / step), 0, num_classes - 1).astype(np.int64)
     statistics = {"rating_mean": float(ratings.mean()),
                   "label_prior": np.bincount(classes, minlength=num_classes) / len(classes)}
     if config.name == "mf" and config.implicit_feedback:

@@ -41,7 +41,10 @@ def _listen() -> None:
 
 
 def default_cache_dir() -> str:
-    """<user cache directory>/jaxreviews/xla ($XDG_CACHE_HOME or ~/.cache)."""
+    """$JAX_COMPILATION_CACHE_DIR when set, else <user cache directory>/jaxreviews/xla
+    ($XDG_CACHE_HOME or ~/.cache)."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "jaxreviews", "xla")
 
