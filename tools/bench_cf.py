@@ -71,36 +71,54 @@ class RatingTable:
             yield Review(str(user), str(product), float(rating))
 
 
-def synthetic_ratings(num_ratings: int = 100_000, *, seed: int = 0, users_per_rating: float = 1 / 50,
-                      products_per_rating: float = 1 / 60, rank: int = 5) -> RatingTable:
-    """A realistic rating table, a pure function of its arguments.
+def synthetic_ratings(num_ratings: int = 100_000, *, seed: int = 0, rank: int = 5, selection: float = 1.0,
+                      chunk: int = 512) -> RatingTable:
+    """A realistic rating table of about `num_ratings` ratings, a pure function of its arguments.
 
-    Activity is skewed as in real logs: user u is drawn with probability ~ (rank of u)^-0.8 and
-    product i with ~ (rank of i)^-0.9 (Zipf-like; a few heavy users and blockbuster products), one
-    rating per distinct (user, product) pair. A rating is 3.7 + b_user (sd 0.4) + b_product (sd 0.5)
-    + a rank-`rank` taste term (sd 0.6) + noise (sd 0.7), rounded and clipped to 1..5 stars."""
+    Activity is skewed as in MovieLens: there are num_ratings / 50 users and num_ratings / 60
+    products; the user of activity rank r rates a share ~ 1 / (r + users / 40) of the ratings (at
+    most half the products) and product i is chosen with popularity ~ 1 / (rank + products / 80),
+    one rating per (user, product) pair. At 100k ratings the top 10% of users hold about 40% of the
+    ratings and the least active rate a handful; the same for products. Users
+    also pick what they expect to like (missing not at random, as real logs are): the chance of
+    rating i grows as exp(`selection` * the user's affinity for i), so WHICH products a user
+    rated says something about their taste (what SVD++ reads). A rating is 3.3 + b_user (sd 0.4)
+    + affinity (b_product, sd 0.5, + a rank-`rank` taste term, sd 0.6) + noise (sd 0.7), rounded
+    and clipped to 1..5 stars. Ids are shuffled, so id order says nothing about activity."""
     rng = np.random.default_rng(seed)
-    num_users = max(10, int(num_ratings * users_per_rating))
-    num_products = max(10, int(num_ratings * products_per_rating))
-    user_weights = np.arange(1, num_users + 1) ** -0.8
-    product_weights = np.arange(1, num_products + 1) ** -0.9
-    user_weights, product_weights = user_weights / user_weights.sum(), product_weights / product_weights.sum()
-    pairs = np.zeros(0, np.int64)
-    while len(pairs) < num_ratings:  # draw pairs until enough distinct ones
-        drawn = (rng.choice(num_users, size=num_ratings, p=user_weights) * num_products
-                 + rng.choice(num_products, size=num_ratings, p=product_weights))
-        pairs = np.concatenate([pairs, np.setdiff1d(np.unique(drawn), pairs)])
-    pairs = rng.permutation(pairs)[:num_ratings]
-    users, products = pairs // num_products, pairs % num_products
+    num_users, num_products = max(10, num_ratings // 50), max(10, num_ratings // 60)
+    user_share = 1.0 / (np.arange(num_users) + num_users / 40)
+    per_user, cap = rng.multinomial(num_ratings, user_share / user_share.sum()), num_products // 2
+    while np.any(per_user > cap):  # what a user cannot take goes to the others, by their shares
+        excess, per_user = int(np.sum(np.maximum(per_user - cap, 0))), np.minimum(per_user, cap)
+        open_users = per_user < cap
+        if not open_users.any():
+            break
+        per_user[open_users] += rng.multinomial(excess, user_share[open_users] / user_share[open_users].sum())
+    log_popularity = -np.log(np.arange(num_products) + num_products / 80)
     user_taste, product_taste = rng.normal(0, 1, (num_users, rank)), rng.normal(0, 1, (num_products, rank))
     user_bias, product_bias = rng.normal(0, 0.4, num_users), rng.normal(0, 0.5, num_products)
-    taste = np.sum(user_taste[users] * product_taste[products], axis=1) * (0.6 / math.sqrt(rank))
-    latent = 3.7 + user_bias[users] + product_bias[products] + taste + rng.normal(0, 0.7, num_ratings)
-    # Ids are shuffled against activity, so id order says nothing about how active a user is.
+    users, products, ratings = [], [], []
+    for first in range(0, num_users, chunk):  # [chunk, num_products] at a time: memory stays small
+        rows = np.arange(first, min(first + chunk, num_users))
+        affinity = product_bias + user_taste[rows] @ product_taste.T * (0.6 / math.sqrt(rank))
+        # Gumbel top-k: each user's per_user[u] products, without replacement, ~ popularity * exp(...)
+        keys = log_popularity + selection * affinity + rng.gumbel(size=affinity.shape)
+        order = np.argsort(-keys, axis=1)
+        chosen = np.arange(num_products) < per_user[rows, None]  # the first per_user[u] of each row
+        row_index, slot = np.nonzero(chosen)
+        picked = order[row_index, slot]
+        latent = (3.3 + user_bias[rows[row_index]] + affinity[row_index, picked]
+                  + rng.normal(0, 0.7, len(picked)))
+        users.append(rows[row_index])
+        products.append(picked)
+        ratings.append(np.clip(np.rint(latent), 1, 5))
+    users, products, ratings = np.concatenate(users), np.concatenate(products), np.concatenate(ratings)
+    shuffle = rng.permutation(len(ratings))
     user_names, product_names = rng.permutation(num_users), rng.permutation(num_products)
-    return RatingTable(np.array([f"u{u}" for u in user_names[users]]),
-                       np.array([f"p{p}" for p in product_names[products]]),
-                       np.clip(np.rint(latent), 1, 5).astype(np.float32))
+    return RatingTable(np.array([f"u{u}" for u in user_names[users[shuffle]]]),
+                       np.array([f"p{p}" for p in product_names[products[shuffle]]]),
+                       ratings[shuffle].astype(np.float32))
 
 
 def read_table(path: str, format: str | None = None) -> RatingTable:
@@ -147,7 +165,6 @@ def fit(config, splits, *, verbose: bool = True) -> dict:
     """Trains `config` on `splits` with the library's step, early stopping on validation
     `train.early_stopping_metric`; returns test rmse / mae and the time it took."""
     import jax
-    import jax.numpy as jnp
 
     from jaxreviews import models
     from jaxreviews.data import batching
@@ -160,7 +177,8 @@ def fit(config, splits, *, verbose: bool = True) -> dict:
     arrays = splits.train.arrays
     statistics = models.training_statistics(
         config.model, users=arrays.users, products=arrays.products, ratings=arrays.ratings,
-        num_users=len(splits.users), num_classes=splits.num_classes, rating_range=splits.rating_range)
+        num_users=len(splits.users), num_products=len(splits.products), num_classes=splits.num_classes,
+        rating_range=splits.rating_range)
     model = models.build_model(config.model, vocab_size=len(splits.vocab), num_users=len(splits.users),
                                num_products=len(splits.products), num_classes=splits.num_classes,
                                rating_range=splits.rating_range, **statistics)
@@ -184,26 +202,31 @@ def fit(config, splits, *, verbose: bool = True) -> dict:
     eval_step = jax.jit(step_lib.make_eval_step(model, config.model.head, splits.num_classes))
 
     def evaluate(params, model_state, batcher) -> dict:
+        """The loop's `evaluate`, with the sums added on the host (no extra small programs)."""
         sums = None
         for batch in batcher.evaluation():
-            out = eval_step(params, model_state, batch)
-            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-        return step_lib.finalize_metrics(jax.device_get(sums))
+            out = jax.device_get(eval_step(params, model_state, batch))
+            sums = out if sums is None else jax.tree.map(np.add, sums, out)
+        return step_lib.finalize_metrics(sums)
 
     def stacked(epoch: int) -> dict:
         batches = list(train_batches.epoch(epoch))
         return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
 
-    init_key, run_key = jax.random.split(jax.random.key(config.seed))
+    @jax.jit
+    def initialize(example, seed):
+        """The loop's keys and initial state, in one program."""
+        init_key, run_key = jax.random.split(jax.random.key(seed))
+        return step_lib.init_state(model, tx, example, init_key), run_key
+
     first = stacked(0)
-    example = {key: value[0] for key, value in first.items()}
-    state = jax.jit(lambda b, k: step_lib.init_state(model, tx, b, k))(example, init_key)
+    state, run_key = initialize({key: value[0] for key, value in first.items()}, config.seed)
     metric, higher = train_cfg.early_stopping_metric, HIGHER_IS_BETTER[train_cfg.early_stopping_metric]
     best, best_epoch, waited, history = None, -1, 0, []
     for epoch in range(train_cfg.epochs):
         state, losses = train_epoch(state, first if epoch == 0 else stacked(epoch), run_key)
         values = evaluate(state.params, state.model_state, valid_batches)
-        loss = float(losses[-1])
+        loss = float(np.asarray(losses)[-1])
         if not math.isfinite(loss):
             raise FloatingPointError(f"{config.model.name}: epoch {epoch + 1}: the loss is {loss}; lower "
                                      f"optimizer.learning_rate ({config.optimizer.learning_rate})")
@@ -305,6 +328,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated subset of mf, svdpp, surprise_svd, surprise_svdpp")
     p.add_argument("--via-loop", action="store_true", help="also run mf through train_and_evaluate")
     p.add_argument("--threads", type=int, default=0, help="XLA CPU threads (0 = every core)")
+    p.add_argument("--compilation-cache", default="", metavar="DIR",
+                   help="JAX's persistent compilation cache in DIR (run twice: the second run compiles nothing)")
     args = p.parse_args(argv)
     sources = bool(args.train) + args.synthetic + bool(args.amazon)
     if sources != 1 or bool(args.train) != bool(args.test):
@@ -328,8 +353,9 @@ def main(argv=None) -> dict:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'}"
                                    f" intra_op_parallelism_threads={args.threads}").strip()
-    from jaxreviews.train import allocator
+    from jaxreviews.train import allocator, compilation
     allocator.keep_freed_memory()  # as experiments.train does
+    compilation.enable_persistent_cache(args.compilation_cache)
 
     train, test, description = load_tables(args)
     rating_range, rating_step = rating_scale(train, test)

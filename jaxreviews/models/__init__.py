@@ -22,7 +22,8 @@ Any text model becomes a hybrid with MF by `config.collaborative.enabled = True`
 
 Training statistics (`training_statistics`): the mean rating and the class frequencies of the
 training split set where MF's biases start (an untrained model predicts the mean / the prior, see
-`heads.starting_biases`); SVD++ also needs the products each training user rated.
+`heads.starting_biases`); MF also gets the training (user, product) pairs: SVD++'s N(u) and the
+counts its shrinkage terms divide by.
 """
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ import ml_collections
 import numpy as np
 
 from jaxreviews.models import heads, layers
-from jaxreviews.models.mf import MatrixFactorization, RatedProducts
+from jaxreviews.models.mf import MatrixFactorization, TrainingPairs
 from jaxreviews.models.text import HierarchicalAttention, KimCNN, RNNClassifier
 
-__all__ = ["MODEL_NAMES", "RatedProducts", "batch_layout", "build_model", "count_parameters", "default_model_config",
+__all__ = ["MODEL_NAMES", "TrainingPairs", "batch_layout", "build_model", "count_parameters", "default_model_config",
            "heads", "input_layout", "shrink_for_tests", "training_statistics"]
 
 MODEL_NAMES = ("cnn", "rnn", "bilstm", "han", "han_upa", "mf")
@@ -57,21 +58,19 @@ def input_layout(name: str) -> str:
     return _LAYOUTS[name]
 
 
-PACKED_BY_DEFAULT = ("han", "han_upa")
 BATCH_LAYOUTS = ("auto", "packed", "padded")
 
 
 def batch_layout(name: str, option: str = "auto") -> str:
-    """"packed" or "padded" batches for model `name` (`data.layout`): "auto" packs the models that
-    measure faster packed (tools/bench.py --data), the others get length buckets. "mf" reads ids only."""
+    """"packed" or "padded" batches for model `name` (`data.layout`). "auto" packs every text model:
+    on real files (tools/bench.py --data) packed batches were as fast or faster for each of them and
+    compile one program instead of one per bucket. "mf" reads ids only ("padded": no text)."""
     _check_name(name)
     if option not in BATCH_LAYOUTS:
         raise ValueError(f"unknown data.layout {option!r}; choose one of {BATCH_LAYOUTS}")
     if _LAYOUTS[name] == "ids":
         return "padded"
-    if option == "auto":
-        return "packed" if name in PACKED_BY_DEFAULT else "padded"
-    return option
+    return "packed" if option == "auto" else option
 
 
 def _encoder_config(kind: str = "lstm", hidden_size: int = 100) -> ml_collections.ConfigDict:
@@ -113,10 +112,15 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
         c.factors = 50
         c.unknown_rate = 0.05  # fraction of ids replaced by the unknown id 0 while training
         c.init_stddev = 0.1
-        # Per-example L2 on the factors / biases each rating looks up (scikit-surprise's `reg`),
-        # added to the training loss as the model's `penalty` output (see models/mf.py).
+        # The training loss gets the model's `penalty` output (models/mf.py): per rating, l2 * |row|^2
+        # of the rows it looks up (scikit-surprise's `reg`), plus shrinkage / (the row's training
+        # count) * |row|^2, which pulls rare users and products towards 0 (needs the training pairs:
+        # build_model(..., **training_statistics(...)); experiments/configs/mf.py sets it).
         c.l2_factors = 0.02
         c.l2_biases = 0.02
+        c.l2_implicit = 0.02  # SVD++'s y_j: each rating of u adds l2_implicit * sum_{j in N(u)} |y_j|^2
+        c.factor_shrinkage = 0.0
+        c.bias_shrinkage = 0.0
         c.implicit_feedback = False  # SVD++: the products a user rated enter the user vector
         return c
 
@@ -184,33 +188,33 @@ def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 
 def training_statistics(config: ml_collections.ConfigDict, *, users: np.ndarray, products: np.ndarray,
-                        ratings: np.ndarray, num_users: int, num_classes: int,
+                        ratings: np.ndarray, num_users: int, num_products: int, num_classes: int,
                         rating_range: tuple[float, float]) -> dict:
     """build_model's keyword arguments that come from the TRAINING split (its id and rating columns):
     `rating_mean`, `label_prior` [C] (class frequencies, class = nearest step of the range) and,
-    for SVD++ (`mf` with `implicit_feedback`), `rated_products`."""
+    for `mf`, `training_pairs` (SVD++'s N(u), the counts of the shrinkage terms)."""
     ratings = np.asarray(ratings, np.float64)
     if len(ratings) == 0:
         return {}
     step = heads.rating_step(tuple(rating_range), num_classes)  # numpy: no device round trip
     classes = np.clip(np.rint((ratings - rating_range[0]) / step), 0, num_classes - 1).astype(np.int64)
-    statistics = {"rating_mean": float(ratings.mean()),
+    statistics = {"rating_mean": float(ratings.mean()),  # every model's head starts here
                   "label_prior": np.bincount(classes, minlength=num_classes) / len(classes)}
-    if config.name == "mf" and config.implicit_feedback:
-        statistics["rated_products"] = RatedProducts.from_ratings(users=users, products=products,
-                                                                  num_users=num_users)
+    if config.name == "mf":
+        statistics["training_pairs"] = TrainingPairs.from_ratings(users=users, products=products,
+                                                                  num_users=num_users, num_products=num_products)
     return statistics
 
 
 def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, num_users: int, num_products: int,
                 num_classes: int, rating_range: tuple[float, float],
                 pretrained_embeddings: np.ndarray | None = None, rating_mean: float | None = None,
-                label_prior: np.ndarray | None = None, rated_products: RatedProducts | None = None) -> nn.Module:
+                label_prior: np.ndarray | None = None, training_pairs: TrainingPairs | None = None) -> nn.Module:
     """The Flax module of `config.name`. num_users / num_products include the unknown id 0.
 
-    `rating_mean`, `label_prior` and `rated_products` are training statistics
-    (`training_statistics`): where MF's biases start, and SVD++'s N(u). Text models do not take
-    them yet (their `heads.Head` accepts the first two, models/text.py does not pass them).
+    `rating_mean`, `label_prior` and `training_pairs` are training statistics
+    (`training_statistics`): where the head's biases start (every model: an untrained model predicts
+    the training mean / prior), and for MF SVD++'s N(u) and the shrinkage counts.
     """
     _check_name(config.name)
     if heads.has_classification(config.head.kind) and num_classes < 2:
@@ -221,22 +225,27 @@ def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, num_users
     config = ml_collections.ConfigDict(config.to_dict())
     layers.compute_dtype(config.dtype)
     if config.name == "mf":
-        if rated_products is not None and rated_products.num_users != num_users:
-            raise ValueError(f"rated_products covers {rated_products.num_users} users, the model {num_users}")
+        if training_pairs is not None and (training_pairs.num_users, training_pairs.num_products) != (
+                num_users, num_products):
+            raise ValueError(f"training_pairs covers {training_pairs.num_users} users and {training_pairs.num_products} "
+                             f"products, the model {num_users} and {num_products}")
         return MatrixFactorization(
             ml_collections.FrozenConfigDict(config), num_users=num_users, num_products=num_products,
             num_classes=num_classes, rating_range=rating_range,
             rating_mean=None if rating_mean is None else float(rating_mean),
             label_prior=None if label_prior is None else tuple(float(x) for x in np.asarray(label_prior)),
-            rated_products=rated_products)
+            pairs=training_pairs)
     if pretrained_embeddings is not None:
         pretrained_embeddings = np.asarray(pretrained_embeddings, np.float32)
         if pretrained_embeddings.ndim != 2 or pretrained_embeddings.shape[0] != vocab_size:
             raise ValueError(f"pretrained embeddings must be [vocab_size={vocab_size}, dim], "
                              f"got {pretrained_embeddings.shape}")
         config.embed_dim = int(pretrained_embeddings.shape[1])
-    return _CLASSES[config.name](ml_collections.FrozenConfigDict(config), vocab_size, num_users, num_products,
-                                 num_classes, rating_range, pretrained_embeddings)
+    return _CLASSES[config.name](
+        ml_collections.FrozenConfigDict(config), vocab_size=vocab_size, num_users=num_users,
+        num_products=num_products, num_classes=num_classes, rating_range=rating_range,
+        pretrained_embeddings=pretrained_embeddings, rating_mean=None if rating_mean is None else float(rating_mean),
+        label_prior=None if label_prior is None else tuple(float(x) for x in np.asarray(label_prior)))
 
 
 def count_parameters(params) -> dict[str, int]:

@@ -39,14 +39,16 @@ from jaxreviews.models import layers
 
 Array = jax.Array
 KINDS = ("classification", "regression", "both")
-RATING_ACTIVATIONS = ("sigmoid", "clip")
+RATING_ACTIVATIONS = ("sigmoid", "clip", "clip_straight_through")
 
 
 def default_head_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.kind = "classification"  # classification | regression | both
     c.regression_weight = 1.0  # weight of the MSE term when kind == "both"
-    c.rating_activation = "sigmoid"  # sigmoid: lo + (hi - lo) * sigmoid(z); clip: clip(z, lo, hi)
+    # sigmoid: lo + (hi - lo) * sigmoid(z); clip: clip(z, lo, hi); clip_straight_through: clip(z, lo, hi)
+    # whose gradient is that of z (an out-of-range prediction is still pulled back by its error)
+    c.rating_activation = "sigmoid"
     return c
 
 
@@ -93,9 +95,13 @@ def squash_rating(z: Array, rating_range: tuple[float, float], activation: str =
     if activation == "sigmoid":
         return lo + (hi - lo) * jax.nn.sigmoid(z)
     if activation == "clip":
-        # Straight-through above and below the range would let the MSE push forever; a plain clip
-        # keeps the prediction in range and stops the gradient outside it.
+        # Keeps the prediction in range and stops the gradient outside it.
         return jnp.clip(z, lo, hi)
+    if activation == "clip_straight_through":
+        # The same prediction, but the gradient of the identity: a rating of 4 predicted at 5.3
+        # (clipped to 5) still pulls z down, as SGD on the unclipped linear model does (surprise's
+        # SVD clips only its predictions). A target at the edge stops pulling once z passes it.
+        return z + jax.lax.stop_gradient(jnp.clip(z, lo, hi) - z)
     raise ValueError(f"unknown rating_activation {activation!r}; choose one of {RATING_ACTIVATIONS}")
 
 
@@ -117,7 +123,7 @@ def rating_preactivation(rating: float, rating_range: tuple[float, float], activ
     if activation == "sigmoid":
         fraction = min(max((float(rating) - lo) / (hi - lo), _EDGE), 1.0 - _EDGE)
         return float(np.log(fraction) - np.log1p(-fraction))
-    if activation == "clip":
+    if activation in ("clip", "clip_straight_through"):
         return float(min(max(float(rating), lo), hi))
     raise ValueError(f"unknown rating_activation {activation!r}; choose one of {RATING_ACTIVATIONS}")
 

@@ -7,7 +7,7 @@ C logits: per-class biases + W (user vector * q_product). Id 0 is the learned un
 product (trained by replacing a fraction `unknown_rate` of ids with 0 during training).
 
 SVD++ (Koren 2008, `implicit_feedback=True`): implicit(u) = |N(u)|^-1/2 * sum_{j in N(u)} y_j, where
-N(u) are the products u rated in the TRAINING split (`RatedProducts`, given at build time) and y_j
+N(u) are the products u rated in the TRAINING split (`TrainingPairs`, given at build time) and y_j
 a second product table (`implicit_embedding`). Plain MF has implicit(u) = 0.
 
 Invariants (tests/test_cf.py checks them):
@@ -18,10 +18,17 @@ Invariants (tests/test_cf.py checks them):
   whatever the batch), no Python loop over users; it equals the loop over each user's products.
 - implicit(0) = 0 and implicit(u) = 0 for a user without training ratings, so such a user (and any
   id replaced by 0 in training) is predicted exactly as plain MF predicts it.
-- `penalty` [B] (training outputs only, added to the loss by `heads.loss`) is, per example,
-  l2_factors * (|p_u|^2 + |q_i|^2 [+ sum_{j in N(u)} |y_j|^2]) + l2_biases * (b_u^2 + b_i^2): one
-  SGD step on one rating then moves every looked-up parameter as scikit-surprise's SVD / SVD++
-  update with reg = l2 does (at half its learning rate: our loss is the squared error, theirs half).
+- `penalty` [B] (training outputs only, added to the loss by `heads.loss`) is, per example (u, i),
+      (l2_factors + factor_shrinkage / n_u) |p_u|^2 + (l2_factors + factor_shrinkage / n_i) |q_i|^2
+    + (l2_biases + bias_shrinkage / n_u) b_u^2 + (l2_biases + bias_shrinkage / n_i) b_i^2
+    [SVD++: + l2_implicit * sum_{j in N(u)} |y_j|^2 + factor_shrinkage / n_i * |y_i|^2],
+  n_u, n_i the training counts of u and i (`TrainingPairs`; 1 for rows never seen in training).
+  Summed over the training split: the `l2_*` terms weigh a row by how often it is rated (one SGD
+  step on one rating moves every looked-up parameter as scikit-surprise's SVD / SVD++ update with
+  reg = l2, at half its learning rate: our loss is the squared error, theirs half of it); the
+  `*_shrinkage` terms weigh every row once (y_i through the ratings of product i), so rare users
+  and products shrink towards 0 (with biases alone, b_u = sum of u's residuals / (n_u +
+  bias_shrinkage): Koren's damped baseline).
 """
 from __future__ import annotations
 
@@ -40,61 +47,95 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class RatedProducts:
-    """N(u) of SVD++: the distinct products each user rated in the training split, as [nnz] pairs
-    sorted by user. Users with no pair (the unknown id 0, users only in validation/test) have
-    N(u) empty. Build it with `from_ratings`."""
+class TrainingPairs:
+    """The distinct (user, product) pairs of the training split, sorted by user: SVD++'s N(u) (the
+    products u rated) and the rating counts the shrinkage terms divide by. A user or product with
+    no pair (the unknown id 0, ids seen only in validation / test) has N(u) empty and count 0.
+    Build it with `from_ratings`."""
 
     users: np.ndarray  # int32 [nnz], sorted ascending
     products: np.ndarray  # int32 [nnz]
     num_users: int  # including the unknown id 0
+    num_products: int
 
     @classmethod
-    def from_ratings(cls, *, users: np.ndarray, products: np.ndarray, num_users: int) -> RatedProducts:
+    def from_ratings(cls, *, users: np.ndarray, products: np.ndarray, num_users: int,
+                     num_products: int) -> TrainingPairs:
         """From the training split's (user, product) id columns; repeated pairs count once."""
         users, products = np.asarray(users, np.int64), np.asarray(products, np.int64)
         if users.shape != products.shape or users.ndim != 1:
             raise ValueError(f"users {users.shape} and products {products.shape} must be [N] columns of one table")
-        if len(users) and (users.min() < 0 or users.max() >= num_users):
-            raise ValueError(f"user ids must lie in [0, {num_users}), got {users.min()}..{users.max()}")
-        pairs = np.unique(np.stack([users, products], axis=1), axis=0)  # sorted by user, then product
-        return cls(pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32), int(num_users))
+        for name, ids, limit in (("user", users, num_users), ("product", products, num_products)):
+            if len(ids) and (ids.min() < 0 or ids.max() >= limit):
+                raise ValueError(f"{name} ids must lie in [0, {limit}), got {ids.min()}..{ids.max()}")
+        pairs = np.unique(np.stack([users, products], axis=1), axis=0).reshape(-1, 2)  # by user, then product
+        return cls(pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32), int(num_users), int(num_products))
 
     @property
-    def counts(self) -> np.ndarray:
-        """int64 [num_users] |N(u)|."""
+    def user_counts(self) -> np.ndarray:
+        """int64 [num_users] |N(u)|: the products each user rated."""
         return np.bincount(self.users, minlength=self.num_users)
 
     @property
-    def scale(self) -> np.ndarray:
+    def product_counts(self) -> np.ndarray:
+        """int64 [num_products] the users who rated each product."""
+        return np.bincount(self.products, minlength=self.num_products)
+
+    @property
+    def implicit_scale(self) -> np.ndarray:
         """float32 [num_users] |N(u)|^-1/2, and 0 where N(u) is empty."""
-        counts = self.counts
+        counts = self.user_counts
         return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0).astype(np.float32)
 
 
-def implicit_sums(item_vectors: Array, rated: RatedProducts) -> tuple[Array, Array]:
+def implicit_sums(item_vectors: Array, pairs: TrainingPairs) -> tuple[Array, Array]:
     """SVD++'s implicit user vectors for EVERY user and their penalty terms:
     (|N(u)|^-1/2 sum_{j in N(u)} y_j [num_users, F], sum_{j in N(u)} |y_j|^2 [num_users]).
 
     `item_vectors` is y [num_products, F]. Two segment sums over the nnz pairs: the cost of a step
     does not depend on which users the batch holds, and the gradient reaches every y_j of N(u)."""
-    rows = jnp.take(item_vectors, jnp.asarray(rated.products), axis=0)  # [nnz, F]
-    segments = jnp.asarray(rated.users)
-    sums = jax.ops.segment_sum(rows, segments, num_segments=rated.num_users, indices_are_sorted=True)
+    rows = jnp.take(item_vectors, jnp.asarray(pairs.products), axis=0)  # [nnz, F]
+    segments = jnp.asarray(pairs.users)
+    sums = jax.ops.segment_sum(rows, segments, num_segments=pairs.num_users, indices_are_sorted=True)
     squares = jax.ops.segment_sum(jnp.sum(jnp.square(layers.upcast(rows)), axis=-1), segments,
-                                  num_segments=rated.num_users, indices_are_sorted=True)
-    return sums * jnp.asarray(rated.scale, sums.dtype)[:, None], squares
+                                  num_segments=pairs.num_users, indices_are_sorted=True)
+    return sums * jnp.asarray(pairs.implicit_scale, sums.dtype)[:, None], squares
+
+
+@dataclasses.dataclass(frozen=True)
+class Regularization:
+    """How strongly each looked-up row is pulled towards 0, per example (see the module docstring):
+    `l2_*` per rating (surprise's reg), `*_shrinkage` per row (divided by the row's training count)."""
+
+    l2_factors: float = 0.0
+    l2_biases: float = 0.0
+    l2_implicit: float = 0.0
+    factor_shrinkage: float = 0.0
+    bias_shrinkage: float = 0.0
+
+    @property
+    def shrinks(self) -> bool:
+        return bool(self.factor_shrinkage or self.bias_shrinkage)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.l2_factors or self.l2_biases or self.l2_implicit or self.shrinks)
+
+
+def _per_row(counts: np.ndarray) -> np.ndarray:
+    """float32 1 / count, with rows never seen in training (count 0) counted once."""
+    return (1.0 / np.maximum(counts, 1)).astype(np.float32)
 
 
 def collaborative_offsets(num_users: int, num_products: int, *, factors: int, kind: str, num_classes: int,
                           unknown_rate: float, stddev: float, users: Array, products: Array, train: bool,
-                          replace: Callable[[Array, float], Array], dtype=jnp.float32,
-                          rated_products: RatedProducts | None = None, l2_factors: float = 0.0,
-                          l2_biases: float = 0.0) -> tuple[Array, Array]:
+                          replace: Callable[[Array, float], Array], dtype=jnp.float32, implicit_feedback: bool = False,
+                          pairs: TrainingPairs | None = None,
+                          regularization: Regularization = Regularization()) -> tuple[Array, Array]:
     """(pre-activations [B, num_outputs], penalty [B]) of MF, built from submodules of the CALLING
     module: `user_embedding`, `product_embedding` (factors), `user_bias`, `product_bias` (one per
-    output), with `rated_products` (SVD++) `implicit_embedding`, and with a classification head
-    `interaction` (factors -> C logits). The penalty is the module docstring's."""
+    output), with `implicit_feedback` (SVD++, needs `pairs`) `implicit_embedding`, and with a
+    classification head `interaction` (factors -> C logits). The penalty is the module docstring's."""
     users, products = replace(users, unknown_rate), replace(products, unknown_rate)
     n = heads.num_outputs(kind, num_classes)
     p = layers.IdEmbedding(num_users, factors, stddev=stddev, dtype=dtype, name="user_embedding")(users, train=False)
@@ -104,14 +145,27 @@ def collaborative_offsets(num_users: int, num_products: int, *, factors: int, ki
     b_user = layers.IdEmbedding(num_users, n, stddev=0.0, dtype=accumulate, name="user_bias")(users, train=False)
     b_product = layers.IdEmbedding(num_products, n, stddev=0.0, dtype=accumulate,
                                    name="product_bias")(products, train=False)
-    squared_factors = jnp.sum(jnp.square(layers.upcast(p)), -1) + jnp.sum(jnp.square(layers.upcast(q)), -1)
+
+    def squared(x):
+        return jnp.sum(jnp.square(layers.upcast(x)), axis=-1)  # [B]
+
+    r = regularization
+    user_weight = product_weight = 0.0  # 1 / training count of the example's user and product
+    if r.shrinks:
+        user_weight = jnp.take(jnp.asarray(_per_row(pairs.user_counts)), users, axis=0)
+        product_weight = jnp.take(jnp.asarray(_per_row(pairs.product_counts)), products, axis=0)
+    penalty = ((r.l2_factors + r.factor_shrinkage * user_weight) * squared(p)
+               + (r.l2_factors + r.factor_shrinkage * product_weight) * squared(q)
+               + (r.l2_biases + r.bias_shrinkage * user_weight) * squared(b_user)
+               + (r.l2_biases + r.bias_shrinkage * product_weight) * squared(b_product))
     user_vector = p
-    if rated_products is not None:
+    if implicit_feedback:
         table = layers.IdEmbedding(num_products, factors, stddev=stddev, dtype=dtype, name="implicit_embedding")
-        everyone = jnp.arange(num_products)  # the whole y table [num_products, F], looked up as rows
-        implicit, implicit_squares = implicit_sums(table(everyone, train=False), rated_products)
+        y = table(jnp.arange(num_products), train=False)  # the whole y table [num_products, F]
+        implicit, squares = implicit_sums(y, pairs)
         user_vector = p + jnp.take(implicit, users, axis=0).astype(dtype)  # [B, F]
-        squared_factors = squared_factors + jnp.take(implicit_squares, users, axis=0)
+        penalty = (penalty + r.l2_implicit * jnp.take(squares, users, axis=0)
+                   + r.factor_shrinkage * product_weight * squared(jnp.take(y, products, axis=0)))
     interaction = layers.upcast(user_vector * q)  # [B, factors]
     columns = []
     if heads.has_classification(kind):
@@ -119,8 +173,6 @@ def collaborative_offsets(num_users: int, num_products: int, *, factors: int, ki
                                 dtype=dtype, name="interaction")(interaction))
     if heads.has_regression(kind):
         columns.append(jnp.sum(interaction, axis=-1, keepdims=True))
-    penalty = (l2_factors * squared_factors
-               + l2_biases * (jnp.sum(jnp.square(b_user), -1) + jnp.sum(jnp.square(b_product), -1)))
     return jnp.concatenate(columns, axis=-1) + b_user + b_product, penalty
 
 
@@ -146,8 +198,8 @@ class Collaborative(nn.Module):
 
 class MatrixFactorization(nn.Module):
     """Reads only batch["user"] and batch["product"]. `rating_mean` / `label_prior` (training
-    statistics) set where the global bias starts; `rated_products` is required with
-    `config.implicit_feedback` (SVD++) and ignored without."""
+    statistics) set where the global bias starts; `pairs` (the training split's TrainingPairs) is
+    required by `config.implicit_feedback` (SVD++) and by the shrinkage terms, ignored otherwise."""
 
     config: ml_collections.FrozenConfigDict
     num_users: int
@@ -156,28 +208,29 @@ class MatrixFactorization(nn.Module):
     rating_range: tuple[float, float]
     rating_mean: float | None = None
     label_prior: tuple[float, ...] | None = None
-    rated_products: RatedProducts | None = None
+    pairs: TrainingPairs | None = None
 
     @nn.compact
     def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         c = self.config
         kind = c.head.kind
-        implicit = c.implicit_feedback
-        if implicit and self.rated_products is None:
-            raise ValueError("model.implicit_feedback=True (SVD++) needs the training split's N(u): "
-                             "build_model(..., rated_products=RatedProducts.from_ratings(...)), as "
-                             "models.training_statistics(...) gives it")
+        regularization = Regularization(l2_factors=c.l2_factors, l2_biases=c.l2_biases, l2_implicit=c.l2_implicit,
+                                        factor_shrinkage=c.factor_shrinkage, bias_shrinkage=c.bias_shrinkage)
+        if (c.implicit_feedback or regularization.shrinks) and self.pairs is None:
+            raise ValueError("model.implicit_feedback (SVD++) and model.factor_shrinkage / bias_shrinkage need "
+                             "the training split's (user, product) pairs: build_model(..., "
+                             "**models.training_statistics(...)) passes them")
         offsets, penalty = collaborative_offsets(
             self.num_users, self.num_products, factors=c.factors, kind=kind, num_classes=self.num_classes,
             unknown_rate=c.unknown_rate, stddev=c.init_stddev, users=batch["user"], products=batch["product"],
             train=train, replace=lambda ids, rate: layers.replace_with_unknown(self, ids, rate, train),
-            dtype=layers.compute_dtype(c.dtype), rated_products=self.rated_products if implicit else None,
-            l2_factors=c.l2_factors, l2_biases=c.l2_biases)
+            dtype=layers.compute_dtype(c.dtype), implicit_feedback=c.implicit_feedback, pairs=self.pairs,
+            regularization=regularization)
         start = heads.starting_biases(kind, self.num_classes, self.rating_range, c.head.rating_activation,
                                       rating_mean=self.rating_mean, label_prior=self.label_prior)
         global_bias = self.param("global_bias", lambda key, shape: jnp.asarray(start).reshape(shape), start.shape)
         outputs = heads.split_outputs(offsets + global_bias, kind, self.num_classes, self.rating_range,
                                       c.head.rating_activation)
-        if train and (c.l2_factors or c.l2_biases):
+        if train and regularization.active:
             outputs["penalty"] = penalty
         return outputs

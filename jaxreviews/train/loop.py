@@ -165,9 +165,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # Model, optimiser, state.
     train_arrays = splits.train.arrays
-    statistics = models.training_statistics(  # where MF's biases start; SVD++'s N(u)
+    statistics = models.training_statistics(  # where the biases start; MF's training pairs
         config.model, users=train_arrays.users, products=train_arrays.products, ratings=train_arrays.ratings,
-        num_users=len(splits.users), num_classes=splits.num_classes, rating_range=splits.rating_range)
+        num_users=len(splits.users), num_products=len(splits.products), num_classes=splits.num_classes,
+        rating_range=splits.rating_range)
     model = models.build_model(config.model, vocab_size=len(splits.vocab), num_users=len(splits.users),
                                num_products=len(splits.products), num_classes=splits.num_classes,
                                rating_range=splits.rating_range, pretrained_embeddings=splits.pretrained,
