@@ -307,3 +307,15 @@ def test_bad_options_raise_actionable_errors():
     with pytest.raises(ValueError, match="rating_range"):
         models.build_model(tiny_config("mf"), vocab_size=1, num_users=2, num_products=2, num_classes=5,
                            rating_range=(5.0, 1.0))
+
+
+@pytest.mark.parametrize("name", ["han_upa", "cnn"])
+def test_text_model_heads_start_at_the_training_prior(name):
+    """build_model's training statistics reach a text model's head: its class biases start at
+    log(prior), so an untrained model's softmax leans to the frequent ratings."""
+    prior = np.array([0.05, 0.05, 0.1, 0.2, 0.6])
+    model = models.build_model(tiny_config(name), vocab_size=VOCAB, num_users=USERS, num_products=PRODUCTS,
+                               num_classes=CLASSES, rating_range=RANGE, rating_mean=4.2, label_prior=prior)
+    variables = init(model, make_batch())
+    bias = np.asarray(variables["params"]["head"]["output"]["bias"])
+    np.testing.assert_allclose(bias - bias.mean(), np.log(prior) - np.log(prior).mean(), rtol=1e-5, atol=1e-5)

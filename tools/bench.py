@@ -125,6 +125,7 @@ def reference_config(name: str, args):
     if name == "mf":
         c.factors = 50
         c.unknown_rate = 0.0
+        c.l2_factors = c.l2_biases = 0.0  # the reference has no penalty
         return c
     c.embedding_dropout = 0.0
     c.dropout = 0.0

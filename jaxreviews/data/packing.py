@@ -25,16 +25,21 @@ per segment, so a packed batch gives the same numbers as `[B, S, W]` (tests chec
 
 Invariants (tests check each):
   * Shapes are fixed for a run: one training and one evaluation program, whatever the lengths.
-  * Every batch of an epoch holds exactly `batch_size` reviews (the last one fewer, filled with
-    weight-0 slots), and there are ceil(N / batch_size) of them, as in the `[B, S, W]` layout: an
-    epoch, a schedule and `train.batch_size` mean the same in both.
+  * Every batch of an epoch holds exactly `batch_size` reviews but one, which holds the rest
+    (its empty slots have weight 0), and there are ceil(N / batch_size) of them, as in the
+    `[B, S, W]` layout: an epoch, a schedule and `train.batch_size` mean the same in both.
+    Evaluation batches need not be full: they are as even as the shape allows.
   * Order: epoch e of seed s is a pure function of (s, e); a resumed run sees the same batches.
     Reviews are spread over the epoch's batches longest first, each to the batch with the fewest
     tokens so far (LPT, with random tie-breaks and noisy lengths), so every batch has about the
     same number of tokens and the rows are full: each batch is a length-stratified random sample.
   * Completeness: no review is lost or seen twice; evaluation visits every review exactly once.
   * Truncation as `[B, S, W]`: a review keeps its first `max_sentences` sentences, each its first
-    `max_words` words (flat: its first `max_tokens` tokens).
+    `max_words` words (flat: its first `max_tokens` tokens); the row lengths come from the
+    training split (its longest sentence / review within those caps), and evaluation splits
+    reuse them, as they reuse the training buckets of `[B, S, W]`.
+  * The shape has the rows the first two epochs need (balanced batches all need about
+    ceil(tokens / L)); a later batch that would overflow swaps reviews with another batch.
   * Multi-host: with P processes every global batch is P local parts packed apart (rows and slots
     split evenly); process p builds part p, its segment ids offset to global positions.
 """

@@ -34,6 +34,8 @@ class TextModel(nn.Module):
     num_classes: int
     rating_range: tuple[float, float]
     pretrained_embeddings: np.ndarray | None = None
+    rating_mean: float | None = None  # training statistics: where the head's biases start
+    label_prior: tuple[float, ...] | None = None
 
     @property
     def dtype(self):
@@ -82,7 +84,8 @@ class TextModel(nn.Module):
         document = layers.Norm(c.norm, self.dtype, name="document_norm")(document, train=train)
         document = nn.Dropout(c.head_dropout, deterministic=not train, name="head_dropout")(document)
         return heads.Head(kind, self.num_classes, tuple(self.rating_range), c.head.rating_activation,
-                          c.kernel_init, self.dtype, name="head")(document, offsets)
+                          c.kernel_init, self.dtype, rating_mean=self.rating_mean, label_prior=self.label_prior,
+                          name="head")(document, offsets)
 
 
 def sequence_encoder(config: ml_collections.FrozenConfigDict, dtype, name: str):
