@@ -9,7 +9,7 @@
 Real lengths (`--data FILE --format tang|amazon`): the file's reviews go through the library's own
 pipeline (reader, vocabulary of --vocab words, `data.layout` batches: packed for han/han_upa/cnn,
 padded buckets for the recurrent flat models; `--layout` overrides) into the library's train step
-(`jaxreviews.train.step`, Adam 1e-3, what `experiments.train` runs). Every batch shape is compiled
+(`jaxreviews.train.step`, Adam 1e-3: what `experiments.train` runs between logged steps). Every batch shape is compiled
 first (`compile_s`, reported apart), then one pass over all reviews is timed: `docs_per_s` =
 reviews / seconds, `padding_efficiency` = real tokens / token slots. With --compare the same
 reviews, written in the literature format (the Amazon text tokenised by the library, so both
@@ -346,7 +346,8 @@ def bench_data_jax(args, reviews) -> dict:
     tx = optax.adam(1e-3)
     example = next(batcher.epoch(0))
     state = jax.jit(lambda b, k: step_lib.init_state(model, tx, b, k))(example, jax.random.key(0))
-    step = jax.jit(step_lib.make_train_step(model, tx, config.head), donate_argnums=0)
+    # The step of experiments.train between logged steps (those add the global norms, 1 in 50).
+    step = jax.jit(step_lib.make_train_step(model, tx, config.head, norms=False), donate_argnums=0)
     key = jax.random.key(1)
 
     # Compile every shape first (AOT), so the timed pass compiles nothing.

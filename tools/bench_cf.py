@@ -191,7 +191,7 @@ def fit(config, splits, *, verbose: bool = True) -> dict:
     tx, _ = optimizers.make_optimizer(config.optimizer, steps_per_epoch=steps_per_epoch,
                                       total_epochs=train_cfg.epochs, batch_size=train_cfg.batch_size)
     train_step = step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1,
-                                          l2=config.optimizer.l2, norms_every=train_cfg.log_every_steps)
+                                          l2=config.optimizer.l2, norms=False)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_epoch(state, epoch_batches, key):

@@ -67,6 +67,7 @@ class PackedShape:
     sentence_rows: int  # Rs
     sentence_row_length: int  # Ls
     reviews: int  # review slots B
+    max_tokens: int = 0  # flat: the tokens a review keeps (<= L); hierarchical: L and Ls are the caps
 
     @property
     def slots(self) -> int:
@@ -195,10 +196,14 @@ class PackedBatcher:
             cumulative = np.concatenate([[0], np.cumsum(self.unit_lengths)])
             self.review_tokens = cumulative[self.first_unit[1:]] - cumulative[self.first_unit[:-1]]
         else:
-            self.row_length = shape.row_length if shape is not None else min(
-                max_tokens, _round_up(int(arrays.num_tokens.max(initial=1)), multiple))
+            # Truncation at max_tokens (as [B, T]'s largest bucket: at most the training split's
+            # longest review); the row length is chosen apart, >= every kept review (`_choose_shape`).
+            longest = min(max_tokens, _round_up(int(arrays.num_tokens.max(initial=1)), multiple))
+            self.max_tokens = longest if shape is None else shape.max_tokens
+            self.review_tokens = np.minimum(arrays.num_tokens, self.max_tokens)
+            self.row_length = longest if shape is None else shape.row_length
             self.sentence_row_length = 0
-            self.review_tokens = np.minimum(arrays.num_tokens, self.row_length)
+        self.multiple = multiple
         self.shape = shape if shape is not None else self._choose_shape()
         if self.shape.reviews != batch_size:
             raise ValueError(f"packed shape has {self.shape.reviews} review slots, batch size is {batch_size}")
@@ -248,16 +253,37 @@ class PackedBatcher:
     def _choose_shape(self) -> PackedShape:
         """Rows for every local batch of the first two epochs (balanced batches need about the
         same, the lower bound ceil(tokens / L)); a later batch that overflows is repaired by
-        swapping reviews (`_fit`)."""
+        swapping reviews (`_fit`). Flat rows need only be as long as the longest review: of the
+        (rows, length) pairs that hold every batch, the one with the fewest slots (a batch of 32
+        reviews of ~100 tokens fills 6.2 rows of 512: 7 rows waste 11%, 6 rows of 544 waste 3%)."""
+        parts = self._raw_epoch_parts(0) + self._raw_epoch_parts(1)
+        if self.layout == "flat":
+            self.row_length = self._flat_row_length(parts)
         word_rows = sentence_rows = 1
-        for epoch in (0, 1):
-            for part in self._raw_epoch_parts(epoch):
-                words, sentences = self._rows_needed(part)
-                word_rows, sentence_rows = max(word_rows, words), max(sentence_rows, sentences)
+        for part in parts:
+            words, sentences = self._rows_needed(part)
+            word_rows, sentence_rows = max(word_rows, words), max(sentence_rows, sentences)
         word_rows = _round_up(word_rows, self.row_multiple)
         sentence_rows = _round_up(sentence_rows, self.row_multiple) if self.layout == "hierarchical" else 0
         return PackedShape(word_rows * self.process_count, self.row_length, sentence_rows * self.process_count,
-                           self.sentence_row_length, self.batch_size)
+                           self.sentence_row_length, self.batch_size,
+                           max_tokens=self.max_tokens if self.layout == "flat" else 0)
+
+    def _flat_row_length(self, parts: list[np.ndarray]) -> int:
+        """The row length of `_choose_shape` for flat rows: of the lengths >= the longest review
+        whose rows hold every batch of `parts`, one within 2% of the fewest slots, with the most
+        rows (a recurrence walks a row's length step by step)."""
+        longest = self.row_length
+        heaviest = max(int(self.review_tokens[part].sum()) for part in parts)
+        feasible = []
+        for rows in range(1, -(-heaviest // longest) + 1):
+            rows = _round_up(rows, self.row_multiple)
+            length = max(longest, _round_up(-(-heaviest // rows), self.multiple))
+            while not all(best_fit_rows(self.review_tokens[part], length, rows) is not None for part in parts):
+                length += self.multiple
+            feasible.append((rows * length, rows, length))
+        fewest = min(area for area, _, _ in feasible)
+        return max((rows, length) for area, rows, length in feasible if area <= 1.02 * fewest)[1]
 
     # -- plans ----------------------------------------------------------------------------------
     def _raw_epoch_parts(self, epoch: int) -> list[np.ndarray]:
@@ -395,7 +421,7 @@ def make_packed_batch(data: EncodedReviews, members: np.ndarray, layout: str, sh
     words = np.zeros((rows, length), np.int32)
     owner = np.zeros((rows, length), np.int32)
     if layout == "flat":
-        lengths = np.minimum(arrays.num_tokens[members], length)
+        lengths = np.minimum(arrays.num_tokens[members], shape.max_tokens or length)
         placed = best_fit_rows(lengths, length, rows)
         if placed is None:
             raise ValueError(f"the reviews of a batch do not fit {rows} rows of {length}")

@@ -193,9 +193,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(f"model {config.model.name}: {sizes['total']:,} parameters "
               f"({', '.join(f'{k} {v:,}' for k, v in sizes.items() if k != 'total')})")
 
-    train_step = jax.jit(step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1,
-                                                  l2=config.optimizer.l2, norms_every=train_cfg.log_every_steps),
+    step_options = dict(l1=config.optimizer.l1, l2=config.optimizer.l2)
+    train_step = jax.jit(step_lib.make_train_step(model, tx, config.model.head, norms=False, **step_options),
                          donate_argnums=0)
+    # The same step with the global norms, for logged steps (see step_lib.make_train_step).
+    logged_step = jax.jit(step_lib.make_train_step(model, tx, config.model.head, norms=True, **step_options),
+                          donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model, config.model.head, splits.num_classes))
 
     def evaluate(params, model_state, batcher) -> dict:
@@ -264,8 +267,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         values = jax.device_get(pending_metrics)
         loss = float(values["loss"])
         if not math.isfinite(loss):
+            grad_norm = f"{float(values['grad_norm']):.3g}" if "grad_norm" in values else "not computed at this step"
             raise NonFiniteLossError(
-                f"step {at_step}: the loss is {loss} (grad norm {float(values['grad_norm']):.3g}). Likely "
+                f"step {at_step}: the loss is {loss} (grad norm {grad_norm}). Likely "
                 f"cause: a learning rate too high ({float(schedule(at_step)):.3g}) or no gradient clipping "
                 f"(optimizer.clip_norm). The last good checkpoint (step {last_saved}) in {workdir} is intact.")
         return values
@@ -279,15 +283,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             epoch, start = divmod(step, steps_per_epoch)
             batches = batching.prefetch(train_batches.epoch(epoch, start), train_cfg.prefetch, to_device)
             for batch in batches:
-                state, metrics = train_step(state, batch, run_key)
+                logged = step == 0 or (step + 1) % train_cfg.log_every_steps == 0
+                state, metrics = (logged_step if logged else train_step)(state, batch, run_key)
                 compiled = compile_clock.take()  # the first step of a shape compiles it
                 train_compile_seconds += compiled
                 progress.exclude(compiled)
                 if pending is not None:
                     values = check(pending, step)
                     record = {"loss": values["loss"], "lr": float(schedule(step - 1))}
-                    if values["norms"]:  # computed every log_every_steps (see step_lib.make_train_step)
-                        record.update({name: values[name] for name in step_lib.NORMS})
+                    record.update({name: values[name] for name in step_lib.NORMS if name in values})
                     if "correct" in values:
                         record["accuracy"] = float(values["correct"]) / max(float(values["weight"]), 1e-9)
                     writer.write("train", step, record, scalars=step % train_cfg.log_every_steps == 0)
@@ -337,7 +341,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "model": config.model.name, "best_step": book.best_step, "steps": step,
         "stopped_early": book.stopped_early,
         "parameters": int(models.count_parameters(state.params)["total"]),
-        "compilations": {"train_step": _compilations(train_step), "eval_step": _compilations(eval_step)},
+        "compilations": {"train_step": _compilations(train_step), "logged_train_step": _compilations(logged_step),
+                         "eval_step": _compilations(eval_step)},
         "buckets": [list(b) for b in train_batches.buckets], "padding_efficiency": padding["efficiency"],
         "layout": padding.get("layout", "padded"),
         "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),

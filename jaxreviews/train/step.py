@@ -43,14 +43,14 @@ def global_norms(grads, params, updates) -> dict[str, jax.Array]:
 
 
 def make_train_step(model, tx: optax.GradientTransformation, head_config: ml_collections.ConfigDict,
-                    *, l1: float = 0.0, l2: float = 0.0, norms_every: int = 1) -> Callable:
+                    *, l1: float = 0.0, l2: float = 0.0, norms: bool = True) -> Callable:
     """step(state, batch, key) -> (state, metrics); `key` is the run's key, the step is folded in.
 
-    The global norms of the gradients, parameters and updates (`NORMS`) are three more passes over
-    every parameter, ~8% of a step when the embedding table dominates: with `norms_every` > 1 they
-    are computed on the first step, every `norms_every`-th step (counting from 1) and any step whose
-    loss is not finite (for its error message), and are NaN elsewhere; `metrics["norms"]` says
-    which. One program either way (`lax.cond`).
+    `norms`: the metrics include the global norms of the gradients, parameters and updates
+    (`NORMS`). They cost more than their reductions: the updates must then be materialised, where
+    otherwise XLA fuses them into the parameter update; with a large embedding table that is ~7% of
+    a step (tools/bench.py --data, cnn). The loop therefore compiles the step twice and computes
+    the norms on logged steps only.
     """
 
     def train_step(state: TrainState, batch, key):
@@ -71,15 +71,10 @@ def make_train_step(model, tx: optax.GradientTransformation, head_config: ml_col
         (total, (data_loss, outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        if norms_every <= 1:
-            norms = global_norms(grads, params, updates)
-        else:
-            wanted = ((state.step + 1) % norms_every == 0) | (state.step == 0) | ~jnp.isfinite(total)
-            nan = {name: jnp.full([], jnp.nan, jnp.float32) for name in NORMS}
-            norms = jax.lax.cond(wanted, global_norms, lambda *_: nan, grads, params, updates)
         metrics = {**heads.metric_sums(outputs, batch, head_config),  # sums, for accuracy
-                   "loss": data_loss, "total_loss": total, **norms,
-                   "norms": jnp.isfinite(norms["grad_norm"]) | (norms_every <= 1)}
+                   "loss": data_loss, "total_loss": total}
+        if norms:
+            metrics.update(global_norms(grads, params, updates))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   model_state=model_state)
         return new_state, metrics
