@@ -159,6 +159,14 @@ class PlannedBatch:
     indices: np.ndarray  # int64 [global batch]; -1 marks a padding row
 
 
+def check_split(data: EncodedReviews, batch_size: int, process_count: int) -> None:
+    """What every batcher needs: a non-empty split and a global batch that splits over processes."""
+    if batch_size % process_count:
+        raise ValueError(f"global batch size {batch_size} is not divisible by {process_count} processes")
+    if len(data) == 0:
+        raise ValueError("cannot batch an empty split")
+
+
 class Batcher:
     """Batches of one split for one layout; deterministic in (seed, epoch), sliced per process."""
 
@@ -166,10 +174,7 @@ class Batcher:
                  buckets: Sequence[tuple[int, ...]] | None = None, seed: int = 0,
                  rating_range: tuple[float, float] = (1.0, 5.0), rating_step: float = 1.0,
                  process_index: int = 0, process_count: int = 1, **bucket_options):
-        if batch_size % process_count:
-            raise ValueError(f"global batch size {batch_size} is not divisible by {process_count} processes")
-        if len(data) == 0:
-            raise ValueError("cannot batch an empty split")
+        check_split(data, batch_size, process_count)
         self.data, self.layout, self.batch_size, self.seed = data, layout, batch_size, seed
         self.rating_range, self.rating_step = rating_range, rating_step
         self.process_index, self.process_count = process_index, process_count

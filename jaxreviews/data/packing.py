@@ -53,6 +53,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from jaxreviews.data.batching import check_split
 from jaxreviews.data.corpus import EncodedReviews, concatenated_ranges
 
 Batch = dict[str, np.ndarray]
@@ -171,10 +172,7 @@ class PackedBatcher:
                  row_multiple: int = 1):
         if layout not in ("hierarchical", "flat"):
             raise ValueError(f"packed batches are for the hierarchical and flat layouts, not {layout!r}")
-        if batch_size % process_count:
-            raise ValueError(f"global batch size {batch_size} is not divisible by {process_count} processes")
-        if len(data) == 0:
-            raise ValueError("cannot batch an empty split")
+        check_split(data, batch_size, process_count)
         self.data, self.layout, self.batch_size, self.seed = data, layout, batch_size, seed
         self.rating_range, self.rating_step = rating_range, rating_step
         self.process_index, self.process_count = process_index, process_count

@@ -37,6 +37,29 @@ def _stack_kernels(kernels: tuple[Array, ...]) -> Array:
     return jnp.concatenate([jnp.transpose(k, (1, 0, 2)).reshape(k.shape[1], -1) for k in kernels], axis=-1)
 
 
+def _sum_taps(taps: Array, kernels: tuple[Array, ...], steps: int, axis: int,
+              same: list[Array] | None = None) -> Array:
+    """Window responses from per-tap products: `taps` [..., T + w - 1 (time at `axis`), ..., sum k*F]
+    (column block of width k, tap j = x_t @ kernel[j]) -> [..., T, ..., sum F], where window t of
+    width k sums tap j at t + j. `same[j]` (broadcastable) zeroes the taps that leave a segment."""
+
+    def tap(j: int, column: int, filters: int) -> Array:
+        index = [slice(None)] * taps.ndim
+        index[axis], index[-1] = slice(j, j + steps), slice(column, column + filters)
+        return taps[tuple(index)]
+
+    responses, column = [], 0
+    for kernel in kernels:
+        width, filters = kernel.shape[0], kernel.shape[2]
+        total = tap(0, column, filters)
+        for j in range(1, width):
+            shifted = tap(j, column + j * filters, filters)
+            total = total + (shifted if same is None else shifted * same[j])
+        responses.append(total)
+        column += width * filters
+    return jnp.concatenate(responses, axis=-1)
+
+
 def conv_over_time(x: Array, kernels: tuple[Array, ...], segments: Array | None = None) -> Array:
     """x [T, N, E] -> every window's response [T, N, sum F] (window t = steps t..t+k-1, zero after T).
 
@@ -50,17 +73,7 @@ def conv_over_time(x: Array, kernels: tuple[Array, ...], segments: Array | None 
     if segments is not None:  # same[j][t]: step t + j belongs to the segment of step t
         padded = jnp.pad(segments, ((0, widest - 1), (0, 0)), constant_values=-1)
         same = [(padded[j:j + steps] == segments)[..., None].astype(x.dtype) for j in range(widest)]
-    responses, column = [], 0
-    for kernel in kernels:
-        width, filters = kernel.shape[0], kernel.shape[2]
-        total = taps[0:steps, :, column:column + filters]
-        for j in range(1, width):
-            start = column + j * filters
-            tap = taps[j:j + steps, :, start:start + filters]
-            total = total + (tap if same is None else tap * same[j])
-        responses.append(total)
-        column += width * filters
-    return jnp.concatenate(responses, axis=-1)
+    return _sum_taps(taps, kernels, steps, axis=0, same=same)
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -90,16 +103,7 @@ def _conv_max_forward(x, mask, kernels):
     def chunk(_, inputs):
         xc, mc = inputs  # [n, T + w - 1, E], [n, T]
         taps = jnp.einsum("nte,eg->ntg", xc, stacked)
-        responses, column = [], 0
-        for kernel in kernels:
-            width, filters = kernel.shape[0], kernel.shape[2]
-            total = taps[:, 0:steps, column:column + filters]
-            for j in range(1, width):
-                start = column + j * filters
-                total = total + taps[:, j:j + steps, start:start + filters]
-            responses.append(total)
-            column += width * filters
-        responses = jnp.where(mc[..., None], jnp.concatenate(responses, axis=-1), -jnp.inf)  # [n, T, F]
+        responses = jnp.where(mc[..., None], _sum_taps(taps, kernels, steps, axis=1), -jnp.inf)  # [n, T, F]
         best = jnp.max(responses, axis=1)
         # argmax as a min over matching steps: a plain reduction, far faster than XLA's argmax.
         steps_iota = jnp.arange(steps, dtype=jnp.int32)[None, :, None]
@@ -172,16 +176,8 @@ def _segment_conv_max_forward(x, mask, segments, num_segments, kernels):
     def chunk(_, inputs):  # the [n, L, sum k*F] tap matrix of a few rows stays in cache
         xc, mc, *same_c = inputs
         taps = jnp.einsum("nte,eg->ntg", xc, stacked)
-        responses, column = [], 0
-        for kernel in kernels:
-            width, filters = kernel.shape[0], kernel.shape[2]
-            total = taps[:, 0:steps, column:column + filters]
-            for j in range(1, width):
-                start = column + j * filters
-                total = total + taps[:, j:j + steps, start:start + filters] * same_c[j][..., None]
-            responses.append(total)
-            column += width * filters
-        return None, jnp.where(mc[..., None], jnp.concatenate(responses, axis=-1), -jnp.inf)
+        same_taps = [same[..., None].astype(taps.dtype) for same in same_c]
+        return None, jnp.where(mc[..., None], _sum_taps(taps, kernels, steps, axis=1, same=same_taps), -jnp.inf)
 
     _, responses = jax.lax.scan(chunk, None, (chunked(x_padded), chunked(mask), *map(chunked, same)))
     responses = responses.reshape(rows * steps, -1)  # [R*L, sum F]

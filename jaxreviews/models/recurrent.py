@@ -10,6 +10,11 @@ direction, which reads the flipped sequence, keeps its initial state through the
 and therefore starts at each sequence's real end. A padded input gives exactly the outputs of the
 unpadded one at the real positions (masks need not even be prefixes).
 
+Packed rows (`segments` [T, N], jaxreviews.data.packing): a row holds several sequences one after
+another; the state entering a segment's first step is zero in each direction (the forward one
+resets at segment starts, the backward one at segment ends), so each segment gives exactly the
+outputs it gives alone, and no gradient crosses a segment boundary.
+
 Three implementations of a layer, all with the same parameters and numbers
 (`RecurrentLayer.input_projection`):
   fused    `nn.scan` over `LSTMStep` / `GRUStep` (parameters broadcast, not carried); each step
@@ -295,11 +300,12 @@ def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
         h_last, c_last = (saved[index - 1][1][-1:], saved[index - 1][2][-1:]) if index else (zeros_h, zeros_c)
         h_before = jnp.concatenate([h_last, hs[:-1]], axis=0)  # the state entering each step
         c_before = jnp.concatenate([c_last, cs[:-1]], axis=0)
-        inputs = (d_outputs[start:stop].astype(dtype), acts, cs, c_before, stacked_masks[start:stop])
-        if resets is not None:
+        chunk_resets = ()
+        if resets is not None:  # a segment's first step started from zero, not from the step before
             r = resets[start:stop, ..., None]
             h_before, c_before = jnp.where(r, 0, h_before), jnp.where(r, 0, c_before)
-            inputs = inputs[:3] + (c_before,) + inputs[4:] + (resets[start:stop],)
+            chunk_resets = (resets[start:stop],)
+        inputs = (d_outputs[start:stop].astype(dtype), acts, cs, c_before, stacked_masks[start:stop], *chunk_resets)
         carry, d_gates = jax.lax.scan(step, carry, inputs, reverse=True, unroll=unroll)
         for d in range(k):
             g_d = d_gates[d]  # [chunk, N, 4H]

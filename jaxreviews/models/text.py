@@ -108,28 +108,20 @@ def run_encoder(encoder, x: Array, mask: Array, *, train: bool,
         return encoder(x, mask, train=train, segments=segments)
     return encoder(x, mask, segments), None
 
-
-
 class KimCNN(TextModel):
     """Kim (2014) over the flat layout: tokens [B, T] -> conv widths 3,4,5 x n -> max over time."""
 
     @nn.compact
     def __call__(self, batch: dict[str, Array], *, train: bool = False) -> dict[str, Array]:
         c = self.config
-        if is_packed(batch):
-            return self.finish(self.encode_packed(batch, train=train), batch, train=train)
-        x = self.embed(batch["tokens"], train=train)  # [B, T, E]: batch-major for the fused conv + max
+        # [B, T, E] (or packed [R, L, E], token_review naming each token's review): batch-major for
+        # the fused conv + max.
+        x = self.embed(batch["tokens"], train=train)
+        segments = batch["token_review"] if is_packed(batch) else None
         document = cnn.KimEncoder(tuple(c.filter_widths), c.num_filters, c.activation, c.conv_kernel_init,
-                                  self.dtype, name="encoder")(x, batch["token_mask"])
+                                  self.dtype, name="encoder")(x, batch["token_mask"], segments=segments,
+                                                              num_segments=batch["user"].shape[0])
         return self.finish(document, batch, train=train)
-
-    def encode_packed(self, batch: dict[str, Array], *, train: bool) -> Array:
-        """Reviews packed in rows: tokens [R, L], token_review [R, L] -> document [B, 3n]."""
-        c = self.config
-        x = self.embed(batch["tokens"], train=train)  # [R, L, E]
-        return cnn.KimEncoder(tuple(c.filter_widths), c.num_filters, c.activation, c.conv_kernel_init,
-                              self.dtype, name="encoder")(x, batch["token_mask"], segments=batch["token_review"],
-                                                          num_segments=batch["user"].shape[0])
 
 
 class RNNClassifier(TextModel):
@@ -162,7 +154,8 @@ class HierarchicalAttention(TextModel):
     -> sentence encoder -> sentence attention -> document vector -> head. With user/product
     attention the [user; product] embedding shifts the pre-activation of both attention scores.
     Attention weights are sown into `intermediates` as `word_attention/weights` [B, S, W] and
-    `sentence_attention/weights` [B, S] (apply with mutable=["intermediates"]).
+    `sentence_attention/weights` [B, S] (apply with mutable=["intermediates"]); for a packed batch
+    (`packed`) in the packed shapes, [R, L] and [Rs, Ls].
     """
 
     @nn.compact
