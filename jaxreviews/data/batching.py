@@ -17,9 +17,14 @@ Evaluation visits every review exactly once, so weighted metric sums are exact.
 
 Multi-host. With P processes, process p gets rows [p*B/P, (p+1)*B/P) of every global batch of B:
 disjoint, and together complete.
+
+Labels and ids. `label` is (rating - low) / step, a whole class in 0..C-1 of the DataSplits'
+range and step (`rating_labels` raises otherwise: no rating is clipped or rounded into a class).
+`check_ids` stops a batch whose token, user or product ids have no row in the model's tables.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import queue
@@ -30,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from jaxreviews.data.corpus import EncodedReviews, concatenated_ranges
+from jaxreviews.data.readers import GRID_TOLERANCE
 
 Layout = Literal["hierarchical", "flat", "ids"]
 Batch = dict[str, np.ndarray]
@@ -114,12 +120,11 @@ def make_batch(data: EncodedReviews, indices: np.ndarray, layout: Layout, shape:
     real = indices >= 0
     rows = np.where(real, indices, 0)
     batch_size = len(indices)
-    num_classes = int(round((rating_range[1] - rating_range[0]) / rating_step)) + 1
     rating = np.where(real, arrays.ratings[rows], rating_range[0]).astype(np.float32)
     batch = {
         "user": np.where(real, arrays.users[rows], 0).astype(np.int32),
         "product": np.where(real, arrays.products[rows], 0).astype(np.int32),
-        "label": np.clip(np.rint((rating - rating_range[0]) / rating_step), 0, num_classes - 1).astype(np.int32),
+        "label": rating_labels(rating, rating_range=rating_range, rating_step=rating_step),
         "rating": rating,
         "weight": real.astype(np.float32),
     }
@@ -150,6 +155,49 @@ def make_batch(data: EncodedReviews, indices: np.ndarray, layout: Layout, shape:
             arrays.token_ids[concatenated_ranges(starts, lengths)]
         batch["tokens"] = tokens
         batch["token_mask"] = tokens != 0
+    return batch
+
+
+def rating_labels(ratings: np.ndarray, *, rating_range: tuple[float, float], rating_step: float) -> np.ndarray:
+    """int32 class of each rating: (rating - low) / step, which must be a whole number in 0..C-1.
+
+    `pipeline.load_splits` checks every rating of every split against the range and step it
+    reports, so a rating outside them here is a programming error (a batcher given another range
+    than the splits'), never something to clip into the first or last class.
+    """
+    low, high = rating_range
+    num_classes = int(round((high - low) / rating_step)) + 1
+    position = (np.asarray(ratings, np.float64) - low) / rating_step
+    labels = np.rint(position)
+    bad = (labels < 0) | (labels > num_classes - 1) | (np.abs(position - labels) > GRID_TOLERANCE)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(f"rating {float(ratings[first]):g} (row {first} of the batch) is not one of the "
+                         f"{num_classes} classes {low:g}..{high:g} in steps of {rating_step:g}: the batcher's "
+                         "rating_range / rating_step must be the DataSplits' (load_splits checks every rating)")
+    return labels.astype(np.int32)
+
+
+def check_ids(batch: Batch, *, vocab_size: int, num_users: int, num_products: int) -> Batch:
+    """`batch` itself, once every id in it has a row in its embedding table; else a ValueError.
+
+    Token ids (`words` / `tokens`) index the vocabulary, `user` and `product` their id maps.
+    The embedding lookups clamp an out-of-range id to the last row, so a batch built with other
+    tables than the model's would train silently on wrong rows: this is where it stops instead.
+    """
+    tables = {"words": ("vocabulary", vocab_size), "tokens": ("vocabulary", vocab_size),
+              "user": ("user", num_users), "product": ("product", num_products)}
+    for key, (table, size) in tables.items():
+        if key not in batch:
+            continue
+        ids = np.asarray(batch[key])
+        if ids.size == 0 or (ids.min() >= 0 and ids.max() < size):
+            continue
+        where = np.unravel_index(int(np.argmax((ids < 0) | (ids >= size))), ids.shape)
+        position = ", ".join(str(int(i)) for i in where)
+        raise ValueError(f"batch[{key!r}][{position}] = {int(ids[where])} is outside the {table} table of "
+                         f"{size} rows (ids 0..{size - 1}): the batch was built with other tables than the "
+                         "model's (vocabulary / user / product maps of another DataSplits)")
     return batch
 
 
@@ -255,7 +303,10 @@ class Batcher:
 def prefetch(batches: Iterator[Batch], size: int = 2,
              transform: Callable[[Batch], object] | None = None) -> Iterator[object]:
     """Builds (and optionally transforms, e.g. `jax.device_put`) the next `size` batches on a
-    background thread, so the next batch is ready when a step ends. Errors surface in the caller."""
+    background thread, so the next batch is ready when a step ends. Errors surface in the caller.
+
+    Closing the generator (or leaving `prefetching`) stops the thread and waits for it: no thread
+    may still be inside JAX when the process exits (a preempted run then aborted at shutdown)."""
     if size <= 0:
         yield from (transform(b) if transform else b for b in batches)
         return
@@ -263,21 +314,24 @@ def prefetch(batches: Iterator[Batch], size: int = 2,
     done = object()
     stop = threading.Event()
 
+    def offer(item) -> bool:
+        """Puts `item` unless asked to stop; False when stopped."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for batch in batches:
-                item = transform(batch) if transform else batch
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if stop.is_set() or not offer(transform(batch) if transform else batch):
                     return
-            buffer.put(done)
+            offer(done)
         except BaseException as error:  # handed to the consumer
-            buffer.put(error)
+            offer(error)
 
     thread = threading.Thread(target=produce, daemon=True, name="jaxreviews-prefetch")
     thread.start()
@@ -291,3 +345,15 @@ def prefetch(batches: Iterator[Batch], size: int = 2,
             yield item
     finally:
         stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def prefetching(batches: Iterator[Batch], size: int = 2, transform: Callable[[Batch], object] | None = None):
+    """`prefetch` as a context: the background thread is stopped and joined on leaving, however
+    the block is left (an early stop, an exception, a preemption)."""
+    iterator = prefetch(batches, size, transform)
+    try:
+        yield iterator
+    finally:
+        iterator.close()

@@ -53,7 +53,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxreviews.data.batching import check_split
+from jaxreviews.data.batching import check_split, rating_labels
 from jaxreviews.data.corpus import EncodedReviews, concatenated_ranges
 
 Batch = dict[str, np.ndarray]
@@ -404,14 +404,13 @@ def make_packed_batch(data: EncodedReviews, members: np.ndarray, layout: str, sh
     if len(members) > slots:
         raise ValueError(f"{len(members)} reviews for {slots} review slots")
     slot_offset = part * slots
-    num_classes = int(round((rating_range[1] - rating_range[0]) / rating_step)) + 1
     ratings = np.full(slots, rating_range[0], np.float32)
     ratings[:len(members)] = arrays.ratings[members]
     weight = np.zeros(slots, np.float32)
     weight[:len(members)] = 1.0
     batch = {
         "user": np.zeros(slots, np.int32), "product": np.zeros(slots, np.int32),
-        "label": np.clip(np.rint((ratings - rating_range[0]) / rating_step), 0, num_classes - 1).astype(np.int32),
+        "label": rating_labels(ratings, rating_range=rating_range, rating_step=rating_step),
         "rating": ratings, "weight": weight,
     }
     batch["user"][:len(members)] = arrays.users[members]

@@ -1,6 +1,23 @@
 """From a data config to train / validation / test splits ready for batching.
 
-Sources: the synthetic corpus (default), one file split by seeded fractions, or separate files.
+Sources: the synthetic corpus (default), one file split by seeded fractions, separate files, or a
+TFDS builder. A file flag is never ignored: setting any of data.path / train / valid / test while
+data.name is the default "synthetic" reads those files (`report["source"]` is then "files" and
+`report["selected_by"]` names the flags); a combination that cannot mean one thing (a TFDS
+builder and data.path; data.valid without data.train) is a one-line ValueError saying what to add
+or remove (`resolve_source`).
+
+Ratings: one range, one step, one number of classes. `data.rating_range` / `data.rating_step`
+when given; each one not given is read from the training data (`rating_scale`): low and high are
+its smallest and largest rating, the step the largest that divides every rating - low (0.5 for
+MovieLens half stars, 1 for stars). A single file (data.path) and the synthetic corpus are read
+whole, before they are split. Then every rating of every split is one of the classes low,
+low + step, ..., high, or loading fails naming file:line (the readers check) or, for the synthetic
+and TFDS sources, the split and the review's index: nothing is clipped or rounded into a class.
+`report["rating_range"]` says what was used and where it came from; `DataSplits.num_classes` is
+the one definition of C, and batchers, heads and baselines take range, step and C from the same
+DataSplits.
+
 The vocabulary and the user / product maps come from the training split only; each split reports
 how many of its reviews have a user / product unseen in training. Exact duplicates (same user,
 text and rating) are grouped, so copies never straddle splits, and can be dropped.
@@ -9,10 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+from fractions import Fraction
 
 import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
 from jaxreviews.data import corpus, duplicates, readers, synthetic
 from jaxreviews.data.corpus import EncodedReviews
@@ -20,6 +40,10 @@ from jaxreviews.data.vocab import IdMap, Vocabulary, load_word_vectors
 
 
 TFDS_BUILDERS = ("yelp13", "yelp14", "imdb", "amazon_reviews")
+FILE_FLAGS = ("path", "train", "valid", "test")
+# An inferred step finer than this many classes means the ratings are not on a grid (averages, scores).
+MAX_INFERRED_CLASSES = 1000
+_RATING_KINDS = (readers.RATING_OUT_OF_RANGE, readers.RATING_OFF_GRID)
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -28,7 +52,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.synthetic_size = "default"  # "default" | "tiny"
     c.synthetic_seed = 0
     c.format = ""  # tang | amazon | ratings; "" = detect from the file
-    c.path = ""  # one file, split by `split_fractions`
+    c.path = ""  # one file, split by `split_fractions` (setting it, or train/valid/test, selects name="files")
     c.train = ""  # or separate files
     c.valid = ""
     c.test = ""
@@ -38,8 +62,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.split_fractions = (0.8, 0.1, 0.1)
     c.split_seed = 0
     c.valid_fraction = 0.1  # held out of `train` when there is no `valid` file
-    c.rating_range = (1.0, 5.0)
-    c.rating_step = 1.0
+    # (low, high), e.g. --config.data.rating_range="(1, 10)"; None = read from the training data.
+    c.rating_range = config_dict.placeholder(tuple)
+    c.rating_step = config_dict.placeholder(float)  # e.g. 0.5 for half stars; None = read from the training data
     c.lenient = False  # skip (and count) malformed lines instead of raising
     c.drop_duplicates = False  # keep one of each group of identical (user, text, rating) reviews
     c.min_count = 1
@@ -70,6 +95,7 @@ class DataSplits:
 
     @property
     def num_classes(self) -> int:
+        """C, the number of rating classes: every batcher, head and baseline uses this one."""
         return int(round((self.rating_range[1] - self.rating_range[0]) / self.rating_step)) + 1
 
     def save_tables(self, directory: str | os.PathLike) -> None:
@@ -80,13 +106,266 @@ class DataSplits:
         self.products.save(os.path.join(directory, "products.txt"))
 
 
-def _read(path: str, config, report_name: str, reports: dict):
+# --- which source --------------------------------------------------------------------------------
+
+
+def resolve_source(config: ml_collections.ConfigDict) -> tuple[str, list[str]]:
+    """(the source to read: "synthetic" | "files" | "tfds" | a builder, the file flags that chose
+    "files" when data.name was left at "synthetic"), or a one-line ValueError for flags that
+    would be ignored or contradict each other."""
+    file_flags = [f"data.{key}" for key in FILE_FLAGS if config.get(key)]
+    name = config.name
+    selected_by = []
+    if name == "synthetic":
+        if not file_flags:
+            if config.get("format"):
+                raise ValueError(f"data.format={config.format!r} names the format of a file, but no file is set: "
+                                 "add data.path=FILE (one file, split by data.split_fractions) or data.train=FILE "
+                                 "and data.test=FILE")
+            return name, selected_by
+        name, selected_by = "files", file_flags
+    if name == "tfds" or name in TFDS_BUILDERS:
+        if file_flags:
+            reads = "data.tfds_name" if name == "tfds" else "data.manual_dir"
+            raise ValueError(f"data.name={name!r} reads a TFDS builder (from {reads}), not "
+                             f"{' / '.join(file_flags)}: remove {' / '.join(file_flags)}, or set data.name=files "
+                             "to read the files")
+        return name, selected_by
+    if name != "files":
+        raise ValueError(f"unknown data.name {name!r}: 'synthetic', 'files', 'tfds' or a TFDS builder "
+                         f"({', '.join(TFDS_BUILDERS)})")
+    separate = [flag for flag in file_flags if flag != "data.path"]
+    if config.path and separate:
+        raise ValueError(f"data.path is one file split by data.split_fractions, {' / '.join(separate)} separate "
+                         f"files: remove data.path or {' / '.join(separate)}")
+    if not config.path and not config.train:
+        if not file_flags:
+            raise ValueError("data.name='files' needs data.path=FILE (one file, split by data.split_fractions) "
+                             "or data.train=FILE and data.test=FILE")
+        raise ValueError(f"{' and '.join(file_flags)} without data.train: add data.train=FILE (its ratings, "
+                         "vocabulary and ids are what the model learns)")
+    if not config.path and not config.test:
+        raise ValueError("data.train without data.test: add data.test=FILE (or give one file as data.path=FILE, "
+                         "split by data.split_fractions)")
+    return name, selected_by
+
+
+# --- one rating scale ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RatingScale:
+    """The rating classes low, low + step, ..., high, and where range and step came from."""
+
+    low: float
+    high: float
+    step: float
+    range_from: str  # "data.rating_range" or the training data it was read from
+    step_from: str  # "data.rating_step" or the training data it was read from
+
+    @property
+    def rating_range(self) -> tuple[float, float]:
+        return (self.low, self.high)
+
+    @property
+    def num_classes(self) -> int:
+        return int(round((self.high - self.low) / self.step)) + 1
+
+    @property
+    def origin(self) -> str:
+        if self.range_from == self.step_from:
+            return self.range_from
+        if (self.range_from, self.step_from) == ("data.rating_range", "data.rating_step"):
+            return "data.rating_range and data.rating_step"
+        if self.range_from == "data.rating_range":
+            return f"data.rating_range, step from the {self.step_from}"
+        return f"{self.range_from}, step from data.rating_step"
+
+    def report(self) -> dict:
+        return {"low": self.low, "high": self.high, "step": self.step, "classes": self.num_classes,
+                "from": self.origin}
+
+    def hint(self, kind: str) -> str:
+        """Where the range (`kind` RATING_OUT_OF_RANGE) or the step (RATING_OFF_GRID) came from,
+        and what to set when a rating of another split does not fit it."""
+        if kind == readers.RATING_OUT_OF_RANGE:
+            if self.range_from == "data.rating_range":
+                return " (data.rating_range)"
+            return (f", read from the {self.range_from}: set data.rating_range=(low, high) to a range that "
+                    "holds every split's ratings")
+        if self.step_from == "data.rating_step":
+            return " (data.rating_step)"
+        return (f", a step read from the {self.step_from}: set data.rating_step (and data.rating_range) to "
+                "classes that hold every split's ratings")
+
+    def problem(self, rating: float) -> str | None:
+        """Why `rating` is none of the classes (with the fix), or None when it is one."""
+        if not self.low <= rating <= self.high:
+            if self.range_from == "data.rating_range":  # the words load_splits has always used
+                return f"rating {rating:g} outside data.rating_range {self.low:g}..{self.high:g}"
+            return f"rating {rating:g} outside the range {self.low:g}..{self.high:g}" + \
+                self.hint(readers.RATING_OUT_OF_RANGE)
+        if readers.on_rating_grid(rating, low=self.low, step=self.step):
+            return None
+        return (f"rating {rating:g} is between the classes {self.low:g}..{self.high:g} in steps of {self.step:g}"
+                + self.hint(readers.RATING_OFF_GRID))
+
+
+def given_rating_scale(config: ml_collections.ConfigDict) -> tuple[tuple[float, float] | None, float | None]:
+    """(data.rating_range, data.rating_step) as numbers, each None when not given; checked."""
+    rating_range, step = config.get("rating_range"), config.get("rating_step")
+    if rating_range is not None and all(value is None for value in rating_range):
+        rating_range = None  # () or --config.data.rating_range=None: not given
+    if rating_range is not None:
+        try:
+            low, high = (float(value) for value in rating_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"data.rating_range must be (low, high), e.g. --config.data.rating_range='(1, 5)', "
+                             f"got {rating_range!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"data.rating_range must be (low, high) with low < high, got {rating_range!r}")
+        rating_range = (low, high)
+    if step is not None:
+        step = float(step)
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"data.rating_step must be a positive number, e.g. 1 or 0.5, got {step!r}")
+        if rating_range is not None and not readers.on_rating_grid(rating_range[1], low=rating_range[0], step=step):
+            raise ValueError(f"data.rating_range {rating_range[0]:g}..{rating_range[1]:g} is not a whole number of "
+                             f"data.rating_step={step:g} steps")
+    return rating_range, step
+
+
+def infer_rating_step(ratings: np.ndarray, *, low: float, source: str) -> float:
+    """The largest step s with every rating = low + k * s for a whole k (0.5 for half stars)."""
+    offsets = np.unique(np.asarray(ratings, np.float64) - low)
+    offsets = offsets[offsets > 1e-9]
+    if len(offsets) == 0:
+        raise ValueError(f"every rating of the {source} is {low:g}: set data.rating_range=(low, high) and "
+                         "data.rating_step")
+    too_fine = ValueError(f"the ratings of the {source} ({low:g}..{low + offsets.max():g}) are not on a grid of at "
+                          f"most {MAX_INFERRED_CLASSES} classes: set data.rating_range=(low, high) and "
+                          "data.rating_step, and round the ratings to them")
+    if len(offsets) >= MAX_INFERRED_CLASSES:
+        raise too_fine
+    fractions = [Fraction(float(offset)).limit_denominator(1000) for offset in offsets]
+    denominator = math.lcm(*(fraction.denominator for fraction in fractions))
+    step = float(Fraction(math.gcd(*(fraction.numerator * (denominator // fraction.denominator)
+                                     for fraction in fractions)), denominator))
+    positions = offsets / step
+    if step <= 0 or positions.max() >= MAX_INFERRED_CLASSES or \
+            np.abs(positions - np.rint(positions)).max() > readers.GRID_TOLERANCE:
+        raise too_fine
+    return step
+
+
+def _tidy(value: float) -> float:
+    """A float32 rating as the decimal it was written as (3.7, not 3.700000047)."""
+    fraction = float(Fraction(float(value)).limit_denominator(1000))
+    return fraction if abs(fraction - float(value)) < 1e-5 else float(value)
+
+
+def rating_scale(train_ratings: np.ndarray, *, rating_range: tuple[float, float] | None,
+                 rating_step: float | None, source: str) -> RatingScale:
+    """The scale of a run: each of range and step the config's when given, else read from
+    `train_ratings` (the training data, named `source` in the report and in errors)."""
+    if rating_range is not None and rating_step is not None:
+        return RatingScale(rating_range[0], rating_range[1], rating_step, "data.rating_range", "data.rating_step")
+    ratings = np.asarray(train_ratings, np.float64)
+    if rating_range is None:
+        if len(ratings) == 0:
+            raise ValueError(f"the {source} has no ratings to read the rating range from: set "
+                             "data.rating_range=(low, high) and data.rating_step")
+        low, high = _tidy(ratings.min()), _tidy(ratings.max())
+    else:
+        low, high = rating_range
+        ratings = ratings[(ratings >= low) & (ratings <= high)]  # the others fail the check that follows
+    if rating_step is None:
+        step = infer_rating_step(np.append(ratings, high), low=low, source=source)
+    else:
+        step = rating_step
+        if not readers.on_rating_grid(high, low=low, step=step):
+            raise ValueError(f"the ratings of the {source} span {low:g}..{high:g}, not a whole number of "
+                             f"data.rating_step={step:g} steps: set data.rating_range=(low, high) too")
+    return RatingScale(float(low), float(high), float(step),
+                       range_from=source if rating_range is None else "data.rating_range",
+                       step_from=source if rating_step is None else "data.rating_step")
+
+
+def first_off_scale(ratings: np.ndarray, scale: RatingScale) -> int | None:
+    """The index of the first rating that is none of the scale's classes, or None."""
+    position = (np.asarray(ratings, np.float64) - scale.low) / scale.step
+    nearest = np.rint(position)
+    bad = (nearest < 0) | (nearest > scale.num_classes - 1) | (np.abs(position - nearest) > readers.GRID_TOLERANCE)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+def _check_ratings(collected, scale: RatingScale, where: str) -> None:
+    """Raises naming `where` and the review's index when a rating is none of the classes."""
+    bad = first_off_scale(collected.arrays.ratings, scale)
+    if bad is not None:
+        rating = float(collected.arrays.ratings[bad])
+        raise ValueError(f"{where}: review {bad}: {scale.problem(rating)}")
+
+
+class _StopAtRating(readers.ReadReport):
+    """A lenient read's report that raises at the first rating outside the scale: finds its line."""
+
+    def record(self, error: readers.ReadError) -> None:
+        if error.kind in _RATING_KINDS:
+            raise error
+        super().record(error)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def _read(path: str, config, report_name: str, reports: dict, *, rating_range, rating_step,
+          scale: RatingScale | None = None):
+    """The reviews of one file; a rating outside `rating_range` / `rating_step` is a ReadError
+    `path:line: ...` (and, given the `scale`, where it came from and what to set)."""
     report = readers.ReadReport()
-    stream = readers.read_reviews(os.path.expanduser(path), config.format or None,
-                                  rating_range=tuple(config.rating_range), lenient=config.lenient, report=report)
-    collected = corpus.collect(stream)
+    stream = readers.read_reviews(os.path.expanduser(path), config.format or None, rating_range=rating_range,
+                                  rating_step=rating_step, lenient=config.lenient, report=report)
+    try:
+        collected = corpus.collect(stream)
+    except readers.ReadError as error:
+        if scale is not None and error.kind in _RATING_KINDS:
+            raise readers.ReadError(error.path, error.line_number, error.kind,
+                                    error.problem + scale.hint(error.kind)) from None
+        raise
     reports[report_name] = report.summary()
     return collected
+
+
+def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, reports: dict):
+    """(parts, scale): the training file (data.path, or data.train) first and the scale from it,
+    then data.valid / data.test read against that scale."""
+    if config.path:
+        first_key, first_path, report_name = "all", config.path, "read"
+        source = f"whole file {config.path} (data.path, before the split)"
+    else:
+        first_key, first_path, report_name = "train", config.train, "read_train"
+        source = f"training file {config.train} (data.train)"
+    first = _read(first_path, config, report_name, reports, rating_range=rating_range,
+                  rating_step=rating_step if rating_range is not None else None)
+    scale = rating_scale(first.arrays.ratings, rating_range=rating_range, rating_step=rating_step, source=source)
+    bad = first_off_scale(first.arrays.ratings, scale)
+    if bad is not None:  # a step given for a range read from the file: find the line that misses it
+        try:
+            for _ in readers.read_reviews(os.path.expanduser(first_path), config.format or None,
+                                          rating_range=scale.rating_range, rating_step=scale.step, lenient=True,
+                                          report=_StopAtRating()):
+                pass
+        except readers.ReadError as error:
+            raise readers.ReadError(error.path, error.line_number, error.kind,
+                                    error.problem + scale.hint(error.kind)) from None
+        _check_ratings(first, scale, first_path)
+    parts = {first_key: first}
+    for key in ("valid", "test"):
+        if config[key]:
+            parts[key] = _read(config[key], config, f"read_{key}", reports, rating_range=scale.rating_range,
+                               rating_step=scale.step, scale=scale)
+    return parts, scale
 
 
 def _holdout(groups: np.ndarray, indices: np.ndarray, fraction: float, seed: int):
@@ -106,43 +385,41 @@ def _read_tfds(config: ml_collections.ConfigDict, reports: dict) -> dict:
                          "or synthetic_reviews/tiny")
     builder = tfds_builders.prepare(config.tfds_name, data_dir=config.tfds_data_dir or None,
                                     manual_dir=config.manual_dir or None)
-    low, high = config.rating_range
     parts = {}
     for split, part in (("train", "train"), ("validation", "valid"), ("test", "test")):
         if split not in builder.info.splits:
             continue
-        collected = corpus.collect(tfds_builders.reviews_from_tfds(builder, split))
-        ratings = collected.arrays.ratings
-        if len(ratings) and (ratings.min() < low or ratings.max() > high):
-            raise ValueError(f"{config.tfds_name} {split}: ratings {ratings.min():g}..{ratings.max():g} fall "
-                             f"outside data.rating_range {low:g}..{high:g} (imdb needs (1, 10))")
-        parts[part] = collected
-        reports[f"read_{part}"] = f"{builder.info.full_name} {split}: {len(ratings):,} reviews"
+        parts[part] = corpus.collect(tfds_builders.reviews_from_tfds(builder, split))
+        reports[f"read_{part}"] = f"{builder.info.full_name} {split}: {len(parts[part].arrays):,} reviews"
     return parts
 
 
 def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
-    reports: dict = {"source": config.name}
-    if config.name == "synthetic":
+    """The splits of `config` (the `data` part of an experiment config); see the module docstring."""
+    name, selected_by = resolve_source(config)
+    rating_range, rating_step = given_rating_scale(config)
+    reports: dict = {"source": name}
+    if selected_by:
+        reports["selected_by"] = f"{', '.join(selected_by)}; data.name was the default 'synthetic'"
+    if name == "synthetic":
         spec = dataclasses.replace(synthetic.default_spec(config.synthetic_size), seed=config.synthetic_seed)
-        collected = corpus.collect(synthetic.generate(spec).reviews)
-        parts = {"all": collected}
-    elif config.name == "files":
-        if config.path:
-            parts = {"all": _read(config.path, config, "read", reports)}
-        elif config.train and config.test:
-            parts = {"train": _read(config.train, config, "read_train", reports),
-                     "test": _read(config.test, config, "read_test", reports)}
-            if config.valid:
-                parts["valid"] = _read(config.valid, config, "read_valid", reports)
-        else:
-            raise ValueError("data.name='files' needs data.path=FILE or data.train=FILE and data.test=FILE")
-    elif config.name == "tfds" or config.name in TFDS_BUILDERS:
-        if config.name != "tfds":  # --config.data.name=yelp13 --config.data.manual_dir=~/data/yelp13
-            config = ml_collections.ConfigDict({**config.to_dict(), "tfds_name": config.name})
-        parts = _read_tfds(config, reports)
+        parts = {"all": corpus.collect(synthetic.generate(spec).reviews)}
+        scale = rating_scale(parts["all"].arrays.ratings, rating_range=rating_range, rating_step=rating_step,
+                             source="synthetic corpus (before the split)")
+        _check_ratings(parts["all"], scale, "synthetic corpus")
+    elif name == "files":
+        parts, scale = _read_files(config, rating_range, rating_step, reports)
     else:
-        raise ValueError(f"unknown data.name {config.name!r}: 'synthetic', 'files' or 'tfds'")
+        if name != "tfds":  # --config.data.name=yelp13 --config.data.manual_dir=~/data/yelp13
+            config = ml_collections.ConfigDict({**config.to_dict(), "tfds_name": name})
+        parts = _read_tfds(config, reports)
+        if "train" not in parts:
+            raise ValueError(f"TFDS builder {config.tfds_name} has no train split")
+        scale = rating_scale(parts["train"].arrays.ratings, rating_range=rating_range, rating_step=rating_step,
+                             source=f"{config.tfds_name} train split")
+        for part, collected in parts.items():
+            _check_ratings(collected, scale, f"{config.tfds_name} {'validation' if part == 'valid' else part}")
+    reports["rating_range"] = scale.report()
 
     def kept_indices(collected):
         everything = np.arange(len(collected.arrays))
@@ -192,8 +469,16 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
         pretrained = vectors.matrix
         reports["pretrained_coverage"] = round(vectors.coverage, 4)
     return DataSplits(encoded["train"], encoded["validation"], encoded["test"], vocab, users, products,
-                      tuple(float(r) for r in config.rating_range), float(config.rating_step), reports, pretrained)
+                      scale.rating_range, scale.step, reports, pretrained)
 
 
 def describe(splits: DataSplits) -> str:
     return json.dumps(splits.report, sort_keys=True)
+
+
+def describe_source(splits: DataSplits) -> str:
+    """One line for a run's log: what was read, why, and the rating classes with their origin."""
+    report, scale = splits.report, splits.report["rating_range"]
+    selected = f" (selected by {report['selected_by']})" if "selected_by" in report else ""
+    return (f"data source {report['source']}{selected}; ratings {scale['low']:g}..{scale['high']:g} in steps of "
+            f"{scale['step']:g}, {scale['classes']} classes, from {scale['from']}")

@@ -12,6 +12,10 @@ line number. A malformed line raises `ReadError` (a `ValueError`) whose message 
 `"{path}:{line_number}: "`; with `lenient=True` the line is skipped and counted in a `ReadReport`
 instead. Data is never lost silently: every line ends up as a review, a blank line, a header, or a
 counted skip (`ReadReport.lines` is the sum of those).
+
+Ratings. A reader given `rating_range=(low, high)` raises on a rating outside it, and given also
+`rating_step` on one between the classes low, low + step, ..., high (a 4.5 with step 1 is an
+error, never rounded to a class); `rating_range=None` accepts any finite number.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 FIELD_COUNT = "wrong field count"
 RATING_NOT_A_NUMBER = "rating not a number"
 RATING_OUT_OF_RANGE = "rating out of range"
+RATING_OFF_GRID = "rating between classes"
 BAD_UTF8 = "bad utf-8"
 BAD_JSON = "bad json"
 MISSING_FIELD = "missing field"
@@ -171,21 +176,45 @@ def _parse_lines(
         _log.warning("%s: %s", os.fspath(path), report.summary())
 
 
-def _check_rating(value: float, field: str, rating_range: tuple[float, float] | None) -> float:
+def _check_rating(value: float, field: str, rating_range: tuple[float, float] | None,
+                  rating_step: float | None = None) -> float:
     if not math.isfinite(value):
         raise _BadLine(RATING_NOT_A_NUMBER, f"{field} {value} is not a finite number")
-    if rating_range is not None and not rating_range[0] <= value <= rating_range[1]:
-        raise _BadLine(RATING_OUT_OF_RANGE,
-                       f"{field} {value:g} outside the rating range {rating_range[0]:g}..{rating_range[1]:g}")
+    if rating_range is None:
+        return value
+    low, high = rating_range
+    if not low <= value <= high:
+        raise _BadLine(RATING_OUT_OF_RANGE, f"{field} {value:g} outside the rating range {low:g}..{high:g}")
+    if rating_step is not None and not on_rating_grid(value, low=low, step=rating_step):
+        raise _BadLine(RATING_OFF_GRID, f"{field} {value:g} is between the classes of the rating range "
+                                        f"{low:g}..{high:g} in steps of {rating_step:g}")
     return value
 
 
-def _parse_rating(text: str, field: str, rating_range: tuple[float, float] | None) -> float:
+# How far (in steps) a rating may sit from its class: float32 storage of 0.1-step ratings is ~1e-6 off.
+GRID_TOLERANCE = 1e-3
+
+
+def on_rating_grid(value: float, *, low: float, step: float) -> bool:
+    """Whether `value` is low + k * step for a whole k (within `GRID_TOLERANCE` of a step)."""
+    position = (value - low) / step
+    return abs(position - round(position)) <= GRID_TOLERANCE
+
+
+def _check_rating_options(rating_range: tuple[float, float] | None, rating_step: float | None) -> None:
+    if rating_step is not None and rating_range is None:
+        raise ValueError("rating_step needs a rating_range: the classes are low, low + step, ..., high")
+    if rating_step is not None and not rating_step > 0:
+        raise ValueError(f"rating_step must be positive, got {rating_step}")
+
+
+def _parse_rating(text: str, field: str, rating_range: tuple[float, float] | None,
+                  rating_step: float | None = None) -> float:
     try:
         value = float(text)
     except ValueError:
         raise _BadLine(RATING_NOT_A_NUMBER, f"{field} {text[:40]!r} is not a number") from None
-    return _check_rating(value, field, rating_range)
+    return _check_rating(value, field, rating_range, rating_step)
 
 
 def _check_ids(user: str, product: str) -> None:
@@ -202,14 +231,16 @@ def read_tang(
     path: PathLike,
     *,
     rating_range: tuple[float, float] | None = DEFAULT_RATING_RANGES["tang"],
+    rating_step: float | None = None,
     lenient: bool = False,
     report: ReadReport | None = None,
 ) -> Iterator[Review]:
     """Reviews of a Tang et al. file, tokens and sentence breaks exactly as the file has them.
 
     The default range 1..10 accepts IMDB and Yelp alike; pass (1, 5) for Yelp to catch strays, or
-    None to accept any number.
+    None to accept any number. `rating_step` also rejects ratings between classes.
     """
+    _check_rating_options(rating_range, rating_step)
 
     def parse(line: str, report: ReadReport) -> Review:
         fields = line.split(TANG_FIELD_SEPARATOR)
@@ -218,7 +249,7 @@ def read_tang(
                                         f"'\\t\\t', got {len(fields)}")
         user, product, rating, text = fields
         _check_ids(user, product)
-        rating = _parse_rating(rating, "rating", rating_range)
+        rating = _parse_rating(rating, "rating", rating_range, rating_step)
         return Review(user, product, rating, _tang_sentences(text))
 
     return _parse_lines(path, parse, lenient, report)
@@ -246,6 +277,7 @@ def read_amazon(
     path: PathLike,
     *,
     rating_range: tuple[float, float] | None = DEFAULT_RATING_RANGES["amazon"],
+    rating_step: float | None = None,
     lenient: bool = False,
     report: ReadReport | None = None,
     include_summary: bool = False,
@@ -261,6 +293,7 @@ def read_amazon(
     """
     if missing_text not in ("error", "empty", "summary"):
         raise ValueError(f"missing_text must be 'error', 'empty' or 'summary', got {missing_text!r}")
+    _check_rating_options(rating_range, rating_step)
 
     def parse(line: str, report: ReadReport) -> Review:
         try:
@@ -271,7 +304,7 @@ def read_amazon(
             raise _BadLine(BAD_JSON, f"expected a JSON object, got {type(record).__name__}")
         user, product = _id_field(record, "reviewerID"), _id_field(record, "asin")
         _check_ids(user, product)
-        rating = _rating_field(record, "overall", rating_range)
+        rating = _rating_field(record, "overall", rating_range, rating_step)
         summary = _text_field(record, "summary")
         text = _text_field(record, "reviewText")
         if text is None:
@@ -296,15 +329,16 @@ def _id_field(record: dict, field: str) -> str:
     return str(value)
 
 
-def _rating_field(record: dict, field: str, rating_range: tuple[float, float] | None) -> float:
+def _rating_field(record: dict, field: str, rating_range: tuple[float, float] | None,
+                  rating_step: float | None) -> float:
     value = record.get(field)
     if value is None:
         raise _BadLine(MISSING_FIELD, f"field {field!r} is missing")
     if isinstance(value, str):
-        return _parse_rating(value, f"field {field!r}", rating_range)
+        return _parse_rating(value, f"field {field!r}", rating_range, rating_step)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _BadLine(RATING_NOT_A_NUMBER, f"field {field!r} should be a number, got {type(value).__name__}")
-    return _check_rating(float(value), f"field {field!r}", rating_range)
+    return _check_rating(float(value), f"field {field!r}", rating_range, rating_step)
 
 
 def _text_field(record: dict, field: str) -> str | None:
@@ -321,6 +355,7 @@ def read_ratings(
     path: PathLike,
     *,
     rating_range: tuple[float, float] | None = DEFAULT_RATING_RANGES["ratings"],
+    rating_step: float | None = None,
     lenient: bool = False,
     report: ReadReport | None = None,
 ) -> Iterator[Review]:
@@ -330,6 +365,7 @@ def read_ratings(
     comma for `ratings.csv`) and the number of fields every line must have; a first line whose
     rating field is not a number is the header. Columns are positional, as in every MovieLens file.
     """
+    _check_rating_options(rating_range, rating_step)
     layout: dict[str, object] = {}
 
     def parse(line: str, report: ReadReport) -> Review | None:
@@ -348,7 +384,7 @@ def read_ratings(
                                         f"{layout['separator']!r}, got {len(fields)}")
         user, product = fields[0], fields[1]
         _check_ids(user, product)
-        return Review(user, product, _parse_rating(fields[2], "rating", rating_range))
+        return Review(user, product, _parse_rating(fields[2], "rating", rating_range, rating_step))
 
     return _parse_lines(path, parse, lenient, report)
 
