@@ -130,7 +130,9 @@ def _conv_max_bwd(residuals, g):
     widest = max(k.shape[0] for k in kernels)
     padded = jnp.pad(x, ((0, 0), (0, widest - 1), (0, 0)))  # [N, T + w - 1, E]
     rows_n = jnp.arange(batch)[:, None, None]
-    dx = jnp.zeros_like(padded)
+    # Many filters' windows cover the same step: scatter-add in float32, round once at the end.
+    accumulate = layers.accumulate_dtype(x.dtype)
+    dx = jnp.zeros(padded.shape, accumulate)
     dkernels, column = [], 0
     for kernel in kernels:
         width, _, filters = kernel.shape
@@ -138,9 +140,10 @@ def _conv_max_bwd(residuals, g):
         rows_t = position[:, None, column:column + filters] + jnp.arange(width)[None, :, None]  # [N, k, F]
         windows = padded[rows_n, rows_t]  # [N, k, F, E]: the argmax window of every filter
         dkernels.append(jnp.einsum("njfe,nf->jef", windows, g_k).astype(kernel.dtype))
-        dx = dx.at[rows_n, rows_t].add(jnp.einsum("nf,jef->njfe", g_k, kernel.astype(x.dtype)))
+        dx = dx.at[rows_n, rows_t].add(jnp.einsum("nf,jef->njfe", g_k, kernel.astype(x.dtype),
+                                                  preferred_element_type=accumulate))
         column += filters
-    return dx[:, :steps], None, tuple(dkernels)
+    return dx[:, :steps].astype(x.dtype), None, tuple(dkernels)
 
 
 conv_max_over_time.defvjp(_conv_max_fwd, _conv_max_bwd)
@@ -205,7 +208,8 @@ def _segment_conv_max_bwd(num_segments, residuals, g):
     flat_x = jnp.pad(x.reshape(rows * steps, features), ((0, widest - 1), (0, 0)))
     flat_segments = jnp.pad(segments.reshape(-1), (0, widest - 1), constant_values=-1)
     step_in_row = jnp.pad(jnp.tile(jnp.arange(steps), rows), (0, widest - 1), constant_values=steps)
-    dx = jnp.zeros_like(flat_x)
+    accumulate = layers.accumulate_dtype(x.dtype)  # scatter-add in float32, as in `_conv_max_bwd`
+    dx = jnp.zeros(flat_x.shape, accumulate)
     dkernels, column = [], 0
     for kernel in kernels:
         width, _, filters = kernel.shape
@@ -217,9 +221,10 @@ def _segment_conv_max_bwd(num_segments, residuals, g):
         weight = inside.astype(x.dtype)
         windows = flat_x[taps] * weight[..., None]  # [B, k, F, E]
         dkernels.append(jnp.einsum("njfe,nf->jef", windows, g_k).astype(kernel.dtype))
-        dx = dx.at[taps].add(jnp.einsum("nf,jef->njfe", g_k, kernel.astype(x.dtype)) * weight[..., None])
+        dx = dx.at[taps].add(jnp.einsum("nf,jef->njfe", g_k, kernel.astype(x.dtype), preferred_element_type=accumulate)
+                             * weight[..., None])
         column += filters
-    return dx[:rows * steps].reshape(x.shape), None, None, tuple(dkernels)
+    return dx[:rows * steps].reshape(x.shape).astype(x.dtype), None, None, tuple(dkernels)
 
 
 segment_conv_max.defvjp(_segment_conv_max_fwd, _segment_conv_max_bwd)

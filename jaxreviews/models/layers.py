@@ -12,7 +12,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Array = jax.Array
 Dtype = Any
@@ -72,30 +71,31 @@ def upcast(x: Array) -> Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-class WordEmbedding(nn.Module):
-    """Token embedding table at params path `<name>/embedding`, optionally pretrained and frozen.
+def accumulate_dtype(dtype: Dtype) -> Dtype:
+    """The dtype sums, counts and recurrent states are carried in: float32 for a bfloat16/float16
+    compute dtype (bfloat16's 8-bit significand cannot even count past 256), else `dtype` itself."""
+    return jnp.promote_types(dtype, jnp.float32)
 
-    A frozen table is wrapped in `stop_gradient`, so XLA drops its (large) gradient entirely; the
-    optimiser should also leave it alone (freeze pattern `word_embedding`).
+
+class WordEmbedding(nn.Module):
+    """Token embedding table at params path `<name>/embedding`, optionally frozen.
+
+    Pretrained vectors are not part of the module: `train.step.init_state(...,
+    pretrained_embeddings=table)` writes them into this parameter, as data of the jitted init (a
+    table captured here would be a constant baked into the program). A frozen table is wrapped in
+    `stop_gradient`, so XLA drops its (large) gradient entirely; the optimiser should also leave it
+    alone (freeze pattern `word_embedding`).
     """
 
     num_embeddings: int
     features: int
-    pretrained: np.ndarray | None = None
     freeze: bool = False
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, ids: Array) -> Array:
-        if self.pretrained is not None:
-            table = np.asarray(self.pretrained, np.float32)
-            if table.shape != (self.num_embeddings, self.features):
-                raise ValueError(f"pretrained embeddings have shape {table.shape}, the model expects "
-                                 f"(vocab_size, embed_dim) = {(self.num_embeddings, self.features)}")
-            init = lambda *_: jnp.asarray(table)  # noqa: E731
-        else:
-            init = nn.initializers.normal(stddev=0.1)
-        embedding = self.param("embedding", init, (self.num_embeddings, self.features), jnp.float32)
+        embedding = self.param("embedding", nn.initializers.normal(stddev=0.1), (self.num_embeddings, self.features),
+                               jnp.float32)
         if self.freeze:
             embedding = jax.lax.stop_gradient(embedding)
         # mode="clip": out-of-range ids are clamped on the int ids, instead of the default "fill",
@@ -169,10 +169,13 @@ def segment_softmax(scores: Array, segments: Array, mask: Array, num_segments: i
 
 
 def segment_pool(weights: Array, x: Array, segments: Array, num_segments: int) -> Array:
-    """sum over the positions of each segment of weights * x: x [..., D] -> [num_segments, D]."""
+    """sum over the positions of each segment of weights * x: x [..., D] -> [num_segments, D] in x's
+    dtype. Summed in float32 (`accumulate_dtype`): a bfloat16 scatter-add rounds after every
+    position, so a long segment's sum drifts (a count of ones stops at 256)."""
     features = x.shape[-1]
-    weighted = (weights.astype(x.dtype)[..., None] * x).reshape(-1, features)
-    return jax.ops.segment_sum(weighted, segments.reshape(-1), num_segments)
+    accumulate = accumulate_dtype(x.dtype)
+    weighted = (weights.astype(accumulate)[..., None] * x.astype(accumulate)).reshape(-1, features)
+    return jax.ops.segment_sum(weighted, segments.reshape(-1), num_segments).astype(x.dtype)
 
 
 def segment_masked_max(x: Array, mask: Array, segments: Array, num_segments: int) -> Array:
@@ -222,15 +225,20 @@ class AdditiveAttention(nn.Module):
         sown = weights.T
         self.sow("intermediates", "weights", sown if sow_shape is None else sown.reshape(sow_shape))
         # An einsum, not multiply + sum over time: XLA's CPU reduction over the leading axis measured
-        # 3x slower than the batched matmul (with its transposes) here.
-        pooled = jnp.einsum("tn,tnd->nd", weights.astype(x.dtype), x)
-        return pooled, weights
+        # 3x slower than the batched matmul (with its transposes) here. Summed in float32, rounded once.
+        pooled = jnp.einsum("tn,tnd->nd", weights.astype(x.dtype), x,
+                            preferred_element_type=accumulate_dtype(x.dtype))
+        return pooled.astype(x.dtype), weights
 
 
 def masked_mean(x: Array, mask: Array) -> Array:
-    """x [T, N, D], mask [T, N] -> mean over real steps [N, D] (zeros where a row has none)."""
-    m = mask.astype(x.dtype)
-    return jnp.einsum("tn,tnd->nd", m, x) / jnp.maximum(m.sum(0), 1.0)[:, None]
+    """x [T, N, D], mask [T, N] -> mean over real steps [N, D] in x's dtype (zeros where a row has
+    none). Sum, count and division run in float32, one rounding at the end: a bfloat16 count is
+    inexact above 256 tokens."""
+    accumulate = accumulate_dtype(x.dtype)
+    total = jnp.einsum("tn,tnd->nd", mask.astype(x.dtype), x, preferred_element_type=accumulate)
+    count = jnp.sum(mask, axis=0, dtype=accumulate)
+    return (total / jnp.maximum(count, 1.0)[:, None]).astype(x.dtype)
 
 
 def masked_max(x: Array, mask: Array) -> Array:

@@ -96,7 +96,9 @@ def implicit_sums(item_vectors: Array, pairs: TrainingPairs) -> tuple[Array, Arr
     does not depend on which users the batch holds, and the gradient reaches every y_j of N(u)."""
     rows = jnp.take(item_vectors, jnp.asarray(pairs.products), axis=0)  # [nnz, F]
     segments = jnp.asarray(pairs.users)
-    sums = jax.ops.segment_sum(rows, segments, num_segments=pairs.num_users, indices_are_sorted=True)
+    # Summed in float32 (a user may have rated thousands of products), rounded once.
+    sums = jax.ops.segment_sum(layers.upcast(rows), segments, num_segments=pairs.num_users,
+                               indices_are_sorted=True).astype(rows.dtype)
     squares = jax.ops.segment_sum(jnp.sum(jnp.square(layers.upcast(rows)), axis=-1), segments,
                                   num_segments=pairs.num_users, indices_are_sorted=True)
     return sums * jnp.asarray(pairs.implicit_scale, sums.dtype)[:, None], squares

@@ -15,6 +15,12 @@ another; the state entering a segment's first step is zero in each direction (th
 resets at segment starts, the backward one at segment ends), so each segment gives exactly the
 outputs it gives alone, and no gradient crosses a segment boundary.
 
+Mixed precision (`dtype` bfloat16): the matmuls run in bfloat16 and the outputs are returned in
+it, but what accumulates from step to step stays float32: the LSTM cell c, the GRU state h, the
+state gradients of the backward pass and the weight-gradient sums. A bfloat16 carry is rounded at
+every step, and what a step adds to it (a slow GRU update, an output gradient) is lost below half
+its last unit. (The LSTM's h, recomputed from c every step, is only ever used in bfloat16.)
+
 Three implementations of a layer, all with the same parameters and numbers
 (`RecurrentLayer.input_projection`):
   fused    `nn.scan` over `LSTMStep` / `GRUStep` (parameters broadcast, not carried); each step
@@ -54,6 +60,10 @@ class LSTMStep(nn.Module):
     inputs: ((x or input-projection per direction), (mask per direction)); with `fused_input` the
     step gets x_t and computes ONE [K, N, D+H] x [K, D+H, 4H] matmul, [x_t, h] @ [W; U], else it
     gets the precomputed x_t W + b and computes h @ U.
+
+    The carry (h, c) is float32 (>= `dtype`); h enters the matmul and the output only in `dtype`, so
+    the forward numbers are those of a `dtype` h (h is recomputed from c every step), but autodiff
+    carries h's gradient through the steps in float32, as `lstm_chunked`'s backward does.
     """
 
     hidden_size: int
@@ -64,25 +74,31 @@ class LSTMStep(nn.Module):
     @nn.compact
     def __call__(self, carry: tuple[Array, Array], inputs, input_kernel: Array, bias: Array):
         step_inputs, mask, reset = _stack_directions(inputs)  # [K, N, D] or [K, N, 4H]; [K, N, 1] bool
-        h, c = _reset(carry, reset)  # [K, N, H] each
+        h, c = _reset(carry, reset)  # [K, N, H] each, float32
         kernel = self.param("kernel", nn.initializers.orthogonal(), (self.num_directions, self.hidden_size,
                                                                      4 * self.hidden_size), jnp.float32)
         if self.fused_input:
             weights = jnp.concatenate([input_kernel, kernel], axis=1).astype(self.dtype)  # [K, D+H, 4H]
-            xh = jnp.concatenate([step_inputs, h], axis=-1)
+            xh = jnp.concatenate([step_inputs, h.astype(self.dtype)], axis=-1)
             gates = jnp.einsum("knd,kdg->kng", xh, weights) + bias[:, None, :].astype(self.dtype)
         else:
-            gates = step_inputs + jnp.einsum("knh,khg->kng", h, kernel.astype(self.dtype))
+            gates = step_inputs + jnp.einsum("knh,khg->kng", h.astype(self.dtype), kernel.astype(self.dtype))
         gates = layers.upcast(gates)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         new_h = (jax.nn.sigmoid(o) * jnp.tanh(new_c)).astype(h.dtype)
         h, c = jnp.where(mask, new_h, h), jnp.where(mask, new_c, c)
-        return (h, c), h
+        return (h, c), h.astype(self.dtype)
 
 
 class GRUStep(nn.Module):
-    """One time step of K independent GRUs (Cho et al. 2014, cuDNN variant: r gates U_n h + b_hn)."""
+    """One time step of K independent GRUs (Cho et al. 2014, cuDNN variant: r gates U_n h + b_hn).
+
+    The state h is carried in float32 (>= `dtype`) and only its matmul input is cast to `dtype`:
+    h_t = (1 - z) n + z h_{t-1} is a running average, and in bfloat16 an update smaller than half a
+    unit in the last place of h (z near 1) is lost, so the state stalls over a long sequence.
+    The step's output is h in `dtype`.
+    """
 
     hidden_size: int
     num_directions: int
@@ -92,7 +108,7 @@ class GRUStep(nn.Module):
     @nn.compact
     def __call__(self, carry: Array, inputs, input_kernel: Array, bias: Array):
         step_inputs, mask, reset = _stack_directions(inputs)
-        h = _reset(carry, reset)  # [K, N, H]
+        h = _reset(carry, reset)  # [K, N, H] float32
         k, hs = self.num_directions, self.hidden_size
         kernel = self.param("kernel", nn.initializers.orthogonal(), (k, hs, 3 * hs), jnp.float32)
         recurrent_bias = self.param("bias", nn.initializers.zeros, (k, 1, 3 * hs), jnp.float32)
@@ -101,7 +117,8 @@ class GRUStep(nn.Module):
                          + bias[:, None, :].astype(self.dtype))
         else:
             projected = step_inputs
-        recurrent = jnp.einsum("knh,khg->kng", h, kernel.astype(self.dtype)) + recurrent_bias.astype(self.dtype)
+        recurrent = (jnp.einsum("knh,khg->kng", h.astype(self.dtype), kernel.astype(self.dtype))
+                     + recurrent_bias.astype(self.dtype))
         recurrent, projected = layers.upcast(recurrent), layers.upcast(projected)
         p_r, p_z, p_n = jnp.split(projected, 3, axis=-1)
         h_r, h_z, h_n = jnp.split(recurrent, 3, axis=-1)
@@ -110,7 +127,7 @@ class GRUStep(nn.Module):
         n = jnp.tanh(p_n + r * h_n)
         new_h = ((1.0 - z) * n + z * layers.upcast(h)).astype(h.dtype)
         h = jnp.where(mask, new_h, h)
-        return h, h
+        return h, h.astype(self.dtype)
 
 
 def _stack_directions(inputs):
@@ -264,7 +281,7 @@ def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
     stacked_masks = jnp.stack((mask, mask[::-1])[:k], axis=1)  # [T, K, N]
 
     def step(carry, step_inputs):
-        dh, dc = carry  # gradients reaching the state that leaves this step
+        dh, dc = carry  # gradients reaching the state that leaves this step, both float32 (cell_dtype)
         if resets is None:
             dy, act, c_after, c_before, m = step_inputs
         else:
@@ -278,19 +295,20 @@ def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
         d_act = jnp.concatenate([dc_new * g, dc_new * c_before, dc_new * i, dh_new * tanh_c], axis=-1)
         t = (act - offset) / scale  # the tanh of each gate's pre-activation
         d_gates = (d_act * scale * scale * (1.0 - t * t)).astype(dtype)
-        dh_prev = jnp.einsum("kng,khg->knh", d_gates, u) + jnp.where(m, 0.0, dh)
+        dh_prev = jnp.einsum("kng,khg->knh", d_gates, u, preferred_element_type=cell_dtype) + jnp.where(m, 0.0, dh)
         dc_prev = dc_new * f + jnp.where(m, 0.0, dc)
         if resets is not None:  # the state entering a segment's first step was a constant zero
             r = r[..., None]
             dh_prev, dc_prev = jnp.where(r, 0.0, dh_prev), jnp.where(r, 0.0, dc_prev)
         # One output per direction: the chunk's matmuls then read contiguous [chunk, N, 4H] blocks.
-        return (dh_prev.astype(dtype), dc_prev), tuple(d_gates[d] for d in range(k))
+        return (dh_prev, dc_prev), tuple(d_gates[d] for d in range(k))
 
     accumulate = jnp.promote_types(dtype, jnp.float32)
     d_w = [jnp.zeros(input_kernel.shape[1:], accumulate) for _ in range(k)]
     d_b = [jnp.zeros(bias.shape[1:], accumulate) for _ in range(k)]
     d_u = [jnp.zeros(kernel.shape[1:], accumulate) for _ in range(k)]
-    carry = (d_final.astype(dtype), jnp.zeros((k, batch, hidden), cell_dtype))
+    # dh is carried in float32 like dc: in bfloat16 it was rounded at every step (dh + dy included).
+    carry = (d_final.astype(cell_dtype), jnp.zeros((k, batch, hidden), cell_dtype))
     spans = _spans(steps, chunk)
     d_inputs = [[None] * len(spans) for _ in range(k)]
     zeros_h, zeros_c = jnp.zeros((1, k, batch, hidden), dtype), jnp.zeros((1, k, batch, hidden), cell_dtype)
@@ -310,9 +328,10 @@ def _lstm_chunked_bwd(chunk, unroll, residuals, cotangents):
         for d in range(k):
             g_d = d_gates[d]  # [chunk, N, 4H]
             d_inputs[d][index] = jnp.einsum("tng,dg->tnd", g_d, w[d])
-            d_w[d] = d_w[d] + jnp.einsum("tnd,tng->dg", rows[d], g_d)
-            d_b[d] = d_b[d] + jnp.sum(g_d, axis=(0, 1))
-            d_u[d] = d_u[d] + jnp.einsum("tnh,tng->hg", h_before[:, d], g_d)
+            # Each chunk's sums come out in float32 (not rounded to bfloat16 before they are added).
+            d_w[d] = d_w[d] + jnp.einsum("tnd,tng->dg", rows[d], g_d, preferred_element_type=accumulate)
+            d_b[d] = d_b[d] + jnp.sum(g_d, axis=(0, 1), dtype=accumulate)
+            d_u[d] = d_u[d] + jnp.einsum("tnh,tng->hg", h_before[:, d], g_d, preferred_element_type=accumulate)
     d_x = jnp.concatenate(d_inputs[0], axis=0)
     if k == 2:  # direction 1's chunks run backwards in time: reverse them back and add
         d_x = d_x + jnp.concatenate(d_inputs[1], axis=0)[::-1]
@@ -398,13 +417,13 @@ class RecurrentLayer(nn.Module):
             step = LSTMStep if self.cell == "lstm" else GRUStep
             scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False},
                            in_axes=(0, nn.broadcast, nn.broadcast), out_axes=1, unroll=self.unroll)
-            h0 = jnp.zeros((k, batch, self.hidden_size), self.dtype)
-            cell_dtype = jnp.promote_types(self.dtype, jnp.float32)  # the LSTM cell state stays >= float32
-            carry = (h0, jnp.zeros((k, batch, self.hidden_size), cell_dtype)) if self.cell == "lstm" else h0
+            # The states (and so their gradients) are carried in float32 (>= the compute dtype).
+            state = jnp.zeros((k, batch, self.hidden_size), layers.accumulate_dtype(self.dtype))
+            carry = (state, state) if self.cell == "lstm" else state
             step_inputs = (inputs, masks) if resets is None else (inputs, masks, resets)
             carry, outputs = scan(self.hidden_size, k, mode == "fused", self.dtype, name="recurrent")(
                 carry, step_inputs, input_kernel, bias)  # outputs [K, T, N, H]
-            final = carry[0] if self.cell == "lstm" else carry  # [K, N, H]
+            final = (carry[0] if self.cell == "lstm" else carry).astype(self.dtype)  # [K, N, H]
         if k == 2:
             outputs = jnp.concatenate([outputs[0], outputs[1, ::-1]], axis=-1)  # [T, N, 2H]
         else:
@@ -494,11 +513,12 @@ class SequencePooling(nn.Module):
                 backward = jnp.where(starts[..., None], outputs[..., half:], 0).reshape(-1, features - half)
                 pooled.append(jax.ops.segment_sum(backward, flat_segments, num_segments))
             return jnp.concatenate(pooled, axis=-1)
-        if self.kind == "mean":
-            m = mask.astype(outputs.dtype)
-            total = layers.segment_pool(m, outputs, segments, num_segments)
+        if self.kind == "mean":  # sum and count in float32: a bfloat16 scatter-add count stops at 256
+            accumulate = layers.accumulate_dtype(outputs.dtype)
+            m = mask.astype(accumulate)
+            total = layers.segment_pool(m, outputs.astype(accumulate), segments, num_segments)
             count = jax.ops.segment_sum(m.reshape(-1), flat_segments, num_segments)
-            return total / jnp.maximum(count, 1.0)[:, None]
+            return (total / jnp.maximum(count, 1.0)[:, None]).astype(outputs.dtype)
         if self.kind == "max":
             return layers.segment_masked_max(outputs, mask, segments, num_segments)
         if self.kind == "attention":
