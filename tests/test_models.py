@@ -8,10 +8,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from jaxreviews import models
 from jaxreviews.models import heads
+from jaxreviews.train import step as step_lib
 
 B, S, W, T = 3, 4, 5, 12
 VOCAB, USERS, PRODUCTS, CLASSES = 40, 6, 7, 5
@@ -237,7 +239,9 @@ def test_pretrained_embeddings_frozen_and_trainable():
     for freeze in (True, False):
         config = tiny_config("cnn", freeze_embeddings=freeze)
         model = build(config, pretrained=table)
-        params = init(model, batch)["params"]
+        state = jax.jit(lambda b, t: step_lib.init_state(model, optax.sgd(0.1), b, jax.random.key(0),
+                                                         pretrained_embeddings=t))(batch, table)
+        params = state.params
         np.testing.assert_array_equal(params["word_embedding"]["embedding"], table)  # width taken from table
 
         def loss(p):

@@ -7,11 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds  # a dependency of the project: its absence must fail, not skip
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from jaxreviews.data import duplicates, pipeline, readers, synthetic, tfds_builders  # noqa: E402
-from jaxreviews.data.types import Review  # noqa: E402
+from jaxreviews.data import duplicates, pipeline, readers, synthetic, tfds_builders
+from jaxreviews.data.types import Review
 
 tfds.disable_progress_bar()
 

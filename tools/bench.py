@@ -317,6 +317,9 @@ def read_reviews(args) -> list:
     reviews = [r for r in readers.read_reviews(args.data, args.format or None) if r.sentences]
     if args.model == "cnn" and args.compare:
         reviews = [r for r in reviews if sum(map(len, r.sentences)) >= TORCH_CNN_SHORTEST]
+    # One class per integer rating of the file, for both frameworks (the reference's label is
+    # rating - lowest): 5 for Amazon and Yelp, 10 for IMDB.
+    args.classes = int(round(max(r.rating for r in reviews) - min(r.rating for r in reviews))) + 1
     return reviews
 
 
@@ -345,15 +348,14 @@ def bench_data_jax(args, reviews) -> dict:
     apply_overrides(config, args.set)
     layout = models.input_layout(config.name)
     packed = models.batch_layout(config.name, args.layout) == "packed"
+    rating_range = (min(r.rating for r in reviews), max(r.rating for r in reviews))
     options = dict(layout=layout, batch_size=args.batch, seed=0, max_sentences=args.max_sentences,
-                   max_words=args.max_words, max_tokens=args.max_tokens)
+                   max_words=args.max_words, max_tokens=args.max_tokens, rating_range=rating_range)
     batcher = (packing.PackedBatcher(data, **options) if packed
                else batching.Batcher(data, num_buckets=args.num_buckets, **options))
     pipeline_s = time.perf_counter() - started
-    low = min(r.rating for r in reviews)
     model = models.build_model(config, vocab_size=max(args.vocab, len(vocab)), num_users=len(users),
-                               num_products=len(products), num_classes=args.classes,
-                               rating_range=(low, low + args.classes - 1))
+                               num_products=len(products), num_classes=args.classes, rating_range=rating_range)
     tx = optax.adam(1e-3)
     example = next(batcher.epoch(0))
     state = jax.jit(lambda b, k: step_lib.init_state(model, tx, b, k))(example, jax.random.key(0))

@@ -244,7 +244,7 @@ def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, num_users
     return _CLASSES[config.name](
         ml_collections.FrozenConfigDict(config), vocab_size=vocab_size, num_users=num_users,
         num_products=num_products, num_classes=num_classes, rating_range=rating_range,
-        pretrained_embeddings=pretrained_embeddings, rating_mean=None if rating_mean is None else float(rating_mean),
+        rating_mean=None if rating_mean is None else float(rating_mean),
         label_prior=None if label_prior is None else tuple(float(x) for x in np.asarray(label_prior)))
 
 

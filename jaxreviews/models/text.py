@@ -33,7 +33,6 @@ class TextModel(nn.Module):
     num_products: int
     num_classes: int
     rating_range: tuple[float, float]
-    pretrained_embeddings: np.ndarray | None = None
     rating_mean: float | None = None  # training statistics: where the head's biases start
     label_prior: tuple[float, ...] | None = None
 
@@ -43,8 +42,8 @@ class TextModel(nn.Module):
 
     def embed(self, ids: Array, *, train: bool) -> Array:
         c = self.config
-        x = layers.WordEmbedding(self.vocab_size, c.embed_dim, self.pretrained_embeddings,
-                                 c.freeze_embeddings, self.dtype, name="word_embedding")(ids)
+        x = layers.WordEmbedding(self.vocab_size, c.embed_dim, freeze=c.freeze_embeddings, dtype=self.dtype,
+                                 name="word_embedding")(ids)
         return nn.Dropout(c.embedding_dropout, deterministic=not train, name="embedding_dropout")(x)
 
     def user_product(self, batch: dict[str, Array], *, train: bool) -> tuple[Array, tuple[Array, Array]]:
@@ -81,7 +80,9 @@ class TextModel(nn.Module):
             extra = Collaborative(c.collaborative, self.num_users, self.num_products, kind, self.num_classes,
                                   self.dtype, name="collaborative")(batch["user"], batch["product"], train=train)
             offsets = extra if offsets is None else offsets + extra
-        document = layers.Norm(c.norm, self.dtype, name="document_norm")(document, train=train)
+        # Batch statistics of the real reviews only: weight-0 padding slots would shift them.
+        real = batch["weight"] > 0 if "weight" in batch else None
+        document = layers.Norm(c.norm, self.dtype, name="document_norm")(document, train=train, mask=real)
         document = nn.Dropout(c.head_dropout, deterministic=not train, name="head_dropout")(document)
         return heads.Head(kind, self.num_classes, tuple(self.rating_range), c.head.rating_activation,
                           c.kernel_init, self.dtype, rating_mean=self.rating_mean, label_prior=self.label_prior,

@@ -1,7 +1,8 @@
 """Orbax checkpoints of a run: the latest N for resume, and the best by the validation metric.
 
 A checkpoint holds the train state and the loop's bookkeeping (early-stopping counters, the best
-value so far) as JSON. The data position needs no saving: it is a function of the step.
+value so far) as JSON. The data position needs no saving: it is a function of the step. The best
+checkpoint is read back by the step the bookkeeping recorded, never "whichever is newest".
 """
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ class RunCheckpoints:
     def __init__(self, workdir: str, *, keep: int = 2):
         directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         options = dict(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
+
+        def handlers():  # registered, so that a checkpoint's metadata can be read back
+            return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+
         self.latest = ocp.CheckpointManager(
-            os.path.join(directory, "latest"), item_names=("state", "meta"),
+            os.path.join(directory, "latest"), item_handlers=handlers(),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, **options))
         self.best = ocp.CheckpointManager(
-            os.path.join(directory, "best"), item_names=("state", "meta"),
+            os.path.join(directory, "best"), item_handlers=handlers(),
             options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
 
     @staticmethod
@@ -38,10 +43,19 @@ class RunCheckpoints:
 
     @staticmethod
     def _restore(manager, target, step=None):
+        """(state, meta) at `step` (default the newest). `target` None restores the saved tree
+        onto this process's first device, whatever devices saved it (a run trained on 8 devices
+        or a pod, loaded on a laptop)."""
         step = manager.latest_step() if step is None else step
         if step is None:
             return None
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        if target is None:
+            saved = manager.item_metadata(step)["state"]
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                    getattr(saved, "tree", saved))
+        else:
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         return restored.state, restored.meta
@@ -50,8 +64,16 @@ class RunCheckpoints:
         """(state, meta) of the latest checkpoint, or None when the run has none."""
         return self._restore(self.latest, target)
 
-    def restore_best(self, target):
-        return self._restore(self.best, target)
+    def restore_best(self, target, step: int):
+        """(state, meta) of the best checkpoint the bookkeeping recorded at `step`."""
+        if step not in self.best.all_steps():
+            raise FileNotFoundError(
+                f"the best checkpoint of step {step} (recorded by the run's bookkeeping) is not in "
+                f"{self.best.directory}; it holds steps {sorted(self.best.all_steps())}")
+        return self._restore(self.best, target, step)
+
+    def steps(self) -> dict[str, list[int]]:
+        return {"latest": sorted(self.latest.all_steps()), "best": sorted(self.best.all_steps())}
 
     def close(self) -> None:
         self.latest.close()

@@ -1,10 +1,22 @@
-"""The fit loop: `train_and_evaluate(config, workdir)`.
+"""The fit loop, in parts a caller can use on their own (the ensemble and search runs do):
 
-Epochs of jitted steps over bucketed batches sharded on a device mesh; validation every epoch (or
-every N steps) with early stopping on a chosen metric; orbax checkpoints (latest N + best) with
-exact resume; a clean save-and-exit on SIGTERM; metrics as JSON lines and TensorBoard scalars;
-at the end the best parameters evaluated on test, beside the majority and mean-rating baselines,
-written to `results.json`.
+    experiment = setup(config, workdir)             # data, batchers, model, optimiser, jitted steps
+    ckpt = checkpoints.RunCheckpoints(workdir)
+    state, stopping, resumed = restore_or_create(experiment, ckpt)
+    fit = Fit(experiment, state, stopping, ckpt)    # epochs of steps; periodic validation with
+    fit.run()                                       #   early stopping, checkpoints and logs
+    results = final_results(experiment, fit)        # the best parameters on test, results.json
+
+`train_and_evaluate(config, workdir)` composes them: epochs of jitted steps over packed (or
+bucketed) batches sharded on a device mesh; validation every epoch (or every N steps) with early
+stopping on a chosen metric; orbax checkpoints (latest N + best) with exact resume; a clean
+save-and-exit on SIGTERM; metrics as JSON lines and TensorBoard scalars; at the end the best
+parameters evaluated on test, beside the majority and mean-rating baselines, in `results.json`.
+
+A run directory holds what `jaxreviews.load_run` needs to use the run later: `config.json`, the
+vocabulary and id maps, `model.json` (the model's sizes and training statistics) and checkpoints.
+Resuming with a changed config is refused, naming the keys, unless only `SAFE_TO_CHANGE` keys
+changed (then they are reported).
 """
 from __future__ import annotations
 
@@ -19,16 +31,23 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxreviews import models
 from jaxreviews.data import batching, packing, pipeline
-from jaxreviews.train import checkpoints, compilation, optimizers, reporting, step as step_lib
+from jaxreviews.train import checkpoints, compilation, evaluation, optimizers, reporting, step as step_lib
+from jaxreviews.train.early_stopping import HIGHER_IS_BETTER, EarlyStopping
+from jaxreviews.train.evaluation import baselines
 
-HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "rmse": False, "mae": False, "loss": False, "nll": False}
+__all__ = ["HIGHER_IS_BETTER", "Experiment", "Fit", "NonFiniteLossError", "SAFE_TO_CHANGE", "baselines",
+           "default_train_config", "final_results", "format_results", "param_checksum", "restore_or_create",
+           "setup", "train_and_evaluate"]
+
+# Keys a resumed run may change: they move neither the data order nor the parameters of a step.
+SAFE_TO_CHANGE = ("train.epochs", "train.patience", "train.log_every_steps", "train.checkpoint_every_steps",
+                  "train.keep_checkpoints", "train.prefetch", "train.tensorboard", "compilation_cache_dir")
 
 
 def default_train_config() -> ml_collections.ConfigDict:
@@ -38,7 +57,7 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 0  # 0: evaluate at the end of every epoch
     c.checkpoint_every_steps = 200
     c.keep_checkpoints = 2
-    c.early_stopping_metric = "accuracy"  # accuracy | rmse | mae | loss
+    c.early_stopping_metric = "accuracy"  # accuracy | macro_f1 | rmse | mae | loss | nll
     c.patience = 3  # evaluations without improvement before stopping; 0 = never stop early
     c.log_every_steps = 50
     c.prefetch = 2
@@ -50,16 +69,6 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
-@dataclasses.dataclass
-class Bookkeeping:
-    """What the loop remembers between evaluations; saved with every checkpoint as JSON."""
-
-    best_value: float | None = None
-    best_step: int = -1
-    evaluations_without_improvement: int = 0
-    stopped_early: bool = False
-
-
 def param_checksum(params) -> str:
     """sha256 over the bytes of every parameter in path order: equal iff the parameters are."""
     digest = hashlib.sha256()
@@ -69,27 +78,206 @@ def param_checksum(params) -> str:
     return digest.hexdigest()
 
 
-def baselines(train_ratings: np.ndarray, test_ratings: np.ndarray, rating_range, rating_step) -> dict:
-    """Majority class and mean rating, fitted on train, scored on test."""
-    lo = rating_range[0]
-    classes = np.rint((train_ratings - lo) / rating_step).astype(int)
-    majority = lo + np.bincount(classes).argmax() * rating_step
-    mean = float(train_ratings.mean())
-    num_classes = int(round((rating_range[1] - lo) / rating_step)) + 1
-    test_classes = np.clip(np.rint((test_ratings - lo) / rating_step).astype(int), 0, num_classes - 1)
+# -- setup ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Experiment:
+    """What a run is made of, built once from (config, workdir) by `setup`."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    splits: pipeline.DataSplits
+    train_batches: object  # batching.Batcher | packing.PackedBatcher
+    valid_batches: object
+    test_batches: object
+    model: object
+    model_info: dict  # model.json: what load_run needs to build the model again
+    tx: object
+    schedule: object
+    mesh: Mesh
+    train_step: object  # jitted step(state, batch, key) -> (state, metrics), the state donated
+    logged_step: object  # the same with the global norms, for logged steps
+    eval_step: object  # jitted eval_step(params, model_state, batch) -> metric sums
+    compile_clock: compilation.CompileClock
+
+    @property
+    def is_main(self) -> bool:
+        return jax.process_index() == 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_batches.steps_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.train.epochs
+
+    def to_device(self, batch: dict) -> dict:
+        """This process's part of a global batch -> global arrays sharded on the mesh's data axis,
+        once every id in it is checked against its embedding table."""
+        batching.check_ids(batch, vocab_size=len(self.splits.vocab), num_users=len(self.splits.users),
+                           num_products=len(self.splits.products))
+        sharding = NamedSharding(self.mesh, P("data"))
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+    def init_state(self, key: jax.Array) -> step_lib.TrainState:
+        example = self.to_device(next(iter(self.train_batches.epoch(0))))
+        replicated = NamedSharding(self.mesh, P())
+        init = jax.jit(lambda b, k, table: step_lib.init_state(self.model, self.tx, b, k, pretrained_embeddings=table),
+                       out_shardings=replicated)
+        return init(example, key, self.splits.pretrained)
+
+    def evaluate(self, params, model_state, batcher) -> dict:
+        return evaluation.evaluate(self.eval_step, params, model_state, batcher.evaluation(),
+                                   to_device=self.to_device, prefetch=self.config.train.prefetch)
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
+    """Data, batchers, model, optimiser and jitted steps of `config`; writes the run's tables."""
+    compilation.enable_persistent_cache(config.get("compilation_cache_dir", ""))
+    compile_clock = compilation.CompileClock()
+    is_main = jax.process_index() == 0
+    started = time.perf_counter()
+    splits = pipeline.load_splits(config.data)
+    if is_main:
+        splits.save_tables(workdir)
+    batch_size = config.train.batch_size
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    if batch_size % mesh.size:
+        raise ValueError(f"train.batch_size={batch_size} must be a multiple of the {mesh.size} devices")
+    train_batches, valid_batches, test_batches = make_batchers(config, splits)
+    if is_main:
+        _print_data(splits, train_batches, mesh, batch_size, time.perf_counter() - started)
+
+    train_arrays = splits.train.arrays
+    statistics = models.training_statistics(  # where the biases start; MF's training pairs
+        config.model, users=train_arrays.users, products=train_arrays.products, ratings=train_arrays.ratings,
+        num_users=len(splits.users), num_products=len(splits.products), num_classes=splits.num_classes,
+        rating_range=splits.rating_range)
+    sizes = dict(vocab_size=len(splits.vocab), num_users=len(splits.users), num_products=len(splits.products),
+                 num_classes=splits.num_classes, rating_range=splits.rating_range)
+    model = models.build_model(config.model, pretrained_embeddings=splits.pretrained, **sizes, **statistics)
+    model_info = model_description(config, splits, sizes, statistics, train_batches, workdir)
+    tx, schedule = optimizers.make_optimizer(config.optimizer, steps_per_epoch=train_batches.steps_per_epoch,
+                                             total_epochs=config.train.epochs, batch_size=batch_size)
+    options = dict(l1=config.optimizer.l1, l2=config.optimizer.l2)
+    head = config.model.head
+    return Experiment(
+        config=config, workdir=workdir, splits=splits, train_batches=train_batches, valid_batches=valid_batches,
+        test_batches=test_batches, model=model, model_info=model_info, tx=tx, schedule=schedule, mesh=mesh,
+        train_step=jax.jit(step_lib.make_train_step(model, tx, head, norms=False, **options), donate_argnums=0),
+        logged_step=jax.jit(step_lib.make_train_step(model, tx, head, norms=True, **options), donate_argnums=0),
+        eval_step=jax.jit(step_lib.make_eval_step(model, head, splits.num_classes)), compile_clock=compile_clock)
+
+
+def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits):
+    """(train, validation, test) batchers of `data.layout`; evaluation reuses the training shapes,
+    so it compiles one program per training shape and no more."""
+    data = config.data
+    layout = models.input_layout(config.model.name)
+    common = dict(layout=layout, batch_size=config.train.batch_size, rating_range=splits.rating_range,
+                  rating_step=splits.rating_step, process_index=jax.process_index(),
+                  process_count=jax.process_count())
+    caps = dict(max_sentences=data.max_sentences, max_words=data.max_words, max_tokens=data.max_tokens,
+                multiple=data.bucket_multiple)
+    if models.batch_layout(config.model.name, data.get("layout", "auto")) == "packed":
+        train = packing.PackedBatcher(splits.train, seed=config.seed, row_multiple=jax.local_device_count(),
+                                      **caps, **common)
+        return (train, packing.PackedBatcher(splits.validation, shape=train.shape, **caps, **common),
+                packing.PackedBatcher(splits.test, shape=train.shape, **caps, **common))
+    train = batching.Batcher(splits.train, seed=config.seed, num_buckets=data.num_buckets, **caps, **common)
+    return (train, batching.Batcher(splits.validation, buckets=train.buckets, **common),
+            batching.Batcher(splits.test, buckets=train.buckets, **common))
+
+
+def model_description(config, splits, sizes: dict, statistics: dict, train_batches, workdir: str) -> dict:
+    """model.json: the sizes and training statistics the model was built with, and the batch
+    shapes; with the config and the saved tables, enough to build the same model again (load_run).
+    MF's training pairs (SVD++'s N(u)) go to training_pairs.npz beside it."""
+    info = {"name": config.model.name, **sizes, "rating_range": list(sizes["rating_range"]),
+            "rating_step": splits.rating_step,
+            "embed_dim": None if splits.pretrained is None else int(splits.pretrained.shape[1]),
+            "rating_mean": statistics.get("rating_mean"),
+            "label_prior": None if statistics.get("label_prior") is None else
+            [float(x) for x in statistics["label_prior"]],
+            "batch_layout": models.batch_layout(config.model.name, config.data.get("layout", "auto")),
+            "batch_shapes": [list(b) for b in train_batches.buckets]}
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "model.json"), "w") as f:
+            json.dump(info, f, indent=2)
+        pairs = statistics.get("training_pairs")
+        if pairs is not None:
+            np.savez(os.path.join(workdir, "training_pairs.npz"), users=pairs.users, products=pairs.products)
+    return info
+
+
+def _print_data(splits, train_batches, mesh, batch_size: int, seconds: float) -> None:
+    padding = train_batches.padding_report()
+    print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
+          f"reviews, vocabulary {len(splits.vocab)}, {len(splits.users) - 1} users, "
+          f"{len(splits.products) - 1} products ({seconds:.1f}s)")
+    print(f"devices: {mesh.size} devices ({jax.devices()[0].platform}), {jax.process_count()} processes, "
+          f"global batch {batch_size}")
+    kind = "packed batches" if padding.get("layout") == "packed" else "buckets"
+    sentences = f" (sentence slots {padding['sentence_efficiency']:.1%})" if "sentence_efficiency" in padding else ""
+    print(f"{kind} {[list(b) for b in train_batches.buckets]}: padding efficiency "
+          f"{padding['efficiency']:.1%}{sentences}, truncated tokens {padding['truncated_tokens']}")
+    print(pipeline.describe_source(splits))
+
+
+# -- state ------------------------------------------------------------------------------------------
+
+def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+    """Refuses to resume `workdir` with a config that differs from its config.json in any key but
+    `SAFE_TO_CHANGE` (a new batch size, say, would move the data position and change the run);
+    returns the safe keys that changed, for the log."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        saved = _flatten(json.load(f))
+    current = _flatten(json.loads(config.to_json_best_effort()))
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k, "<absent>") != current.get(k, "<absent>"))
+    unsafe = [k for k in changed if k not in SAFE_TO_CHANGE]
+    if unsafe:
+        details = "; ".join(f"{k}: {saved.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}" for k in unsafe[:8])
+        raise ValueError(f"{workdir} holds checkpoints of a run with another config ({details}"
+                         f"{'; ...' if len(unsafe) > 8 else ''}). Resume with the same config, or use a new "
+                         f"--workdir. Keys that may change on resume: {', '.join(SAFE_TO_CHANGE)}.")
+    return changed
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
     out = {}
-    for name, prediction, predicted_class_rating in (
-            ("majority", majority, majority),
-            ("mean_rating", mean, lo + round((mean - lo) / rating_step) * rating_step)):
-        error = test_ratings - prediction
-        predicted_class = int(round((predicted_class_rating - lo) / rating_step))
-        confusion = np.zeros((num_classes, num_classes))
-        np.add.at(confusion, (test_classes, predicted_class), 1)
-        out[name] = {"accuracy": float(np.mean(test_classes == predicted_class)),
-                     "rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error))),
-                     "macro_f1": step_lib.macro_f1(confusion), "prediction": float(prediction)}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
     return out
 
+
+def restore_or_create(experiment: Experiment, ckpt: checkpoints.RunCheckpoints,
+                      key: jax.Array | None = None) -> tuple[step_lib.TrainState, EarlyStopping, bool]:
+    """(state, early stopping, resumed): the latest checkpoint of the run, else a fresh state from
+    the config's seed (its first key initialises, the second drives dropout: `run_key`)."""
+    train = experiment.config.train
+    key = jax.random.split(jax.random.key(experiment.config.seed))[0] if key is None else key
+    state = experiment.init_state(key)
+    stopping = EarlyStopping(metric=train.early_stopping_metric, patience=train.patience)
+    restored = ckpt.restore_latest(state)
+    if restored is None:
+        return state, stopping, False
+    state, meta = restored
+    return state, stopping.load_state_dict(meta["bookkeeping"]), True
+
+
+def run_key(config: ml_collections.ConfigDict) -> jax.Array:
+    """The key every step folds its step number into (dropout, unknown-id replacement)."""
+    return jax.random.split(jax.random.key(config.seed))[1]
+
+
+# -- the loop ---------------------------------------------------------------------------------------
 
 class _Preemption:
     """Turns SIGTERM into a flag the loop checks after each step."""
@@ -113,6 +301,166 @@ class _Preemption:
         self.requested = True
 
 
+@dataclasses.dataclass(frozen=True)
+class Every:
+    """A periodic action's schedule (CLU's periodic_actions): due every `steps` steps; 0 = never."""
+
+    steps: int
+
+    def due(self, step: int) -> bool:
+        return self.steps > 0 and step % self.steps == 0
+
+
+class Fit:
+    """The training loop's moving parts: the state, the step, early stopping and the periodic
+    actions after each step (log, validate, checkpoint), with compile and evaluation time kept
+    apart from training time. `run()` trains to the end, an early stop or a preemption."""
+
+    def __init__(self, experiment: Experiment, state: step_lib.TrainState, stopping: EarlyStopping,
+                 ckpt: checkpoints.RunCheckpoints, *, resumed: bool = False):
+        self.experiment, self.state, self.stopping, self.ckpt = experiment, state, stopping, ckpt
+        config = experiment.config
+        self.train = config.train
+        self.step = int(state.step)
+        self.last_saved = self.step
+        self.key = run_key(config)
+        self.writer = reporting.MetricWriter(experiment.workdir, tensorboard=self.train.tensorboard,
+                                             resume_step=self.step if resumed else None)
+        self.progress = reporting.Progress(experiment.total_steps, every=self.train.log_every_steps)
+        self.log_every = Every(self.train.log_every_steps)
+        self.validate_every = Every(self.train.eval_every_steps)
+        self.checkpoint_every = Every(self.train.checkpoint_every_steps)
+        self.pending = None  # the metrics of the step before: read one step late so dispatch never waits
+        self.eval_seconds = self.compile_seconds = 0.0
+        self.trained_reviews = 0
+        self.preempted = False
+        self.train_seconds = 0.0
+
+    # periodic actions
+    def meta(self) -> dict:
+        return {"bookkeeping": self.stopping.state_dict(), "step": self.step}
+
+    def checkpoint(self) -> None:
+        self.ckpt.save_latest(self.step, self.state, self.meta())
+        self.last_saved = self.step
+
+    def validate(self) -> None:
+        """Validation, early stopping, the best checkpoint and the latest one."""
+        experiment = self.experiment
+        began = time.perf_counter()
+        values = experiment.evaluate(self.state.params, self.state.model_state, experiment.valid_batches)
+        improved = self.stopping.update(values[self.stopping.metric], self.step)
+        if improved:
+            self.ckpt.save_best(self.step, self.state, self.meta())
+        epoch = self.step / experiment.steps_per_epoch
+        self.writer.write("validation", self.step, {**values, "epoch": epoch, "best": self.stopping.best_value})
+        self.progress.newline()
+        if experiment.is_main:
+            best = self.stopping
+            print(f"epoch {epoch:.2f} validation: " +
+                  ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "reviews") +
+                  (" (best)" if improved else f" (best {best.best_value:.4f} at step {best.best_step})"))
+        self.checkpoint()
+        spent = time.perf_counter() - began
+        self.eval_seconds += spent
+        self.progress.exclude(spent)
+        experiment.compile_clock.take()  # compilation during evaluation is inside `spent` already
+
+    def log(self, values: dict, step: int, epoch: int) -> None:
+        """The train record of the step before `step` (its metrics arrive one step late)."""
+        micro_step = step - 1
+        record = {"loss": values["loss"], "lr": optimizers.learning_rate_at(
+            self.experiment.schedule, micro_step, self.experiment.config.optimizer.accumulation_steps)}
+        record.update({name: values[name] for name in step_lib.NORMS if name in values})
+        if "correct" in values:
+            record["accuracy"] = float(values["correct"]) / max(float(values["weight"]), 1e-9)
+        self.writer.write("train", step, record, scalars=self.log_every.due(step))
+        self.trained_reviews += int(values["weight"])
+        self.progress.update(step, int(values["weight"]), f"epoch {epoch + 1} loss {values['loss']:.4f}")
+
+    def check(self, metrics, at_step: int) -> dict:
+        """The step's metrics on the host; a non-finite loss stops the run with what to do."""
+        values = jax.device_get(metrics)
+        loss = float(values["loss"])
+        if not math.isfinite(loss):
+            grad_norm = f"{float(values['grad_norm']):.3g}" if "grad_norm" in values else "not computed at this step"
+            lr = optimizers.learning_rate_at(self.experiment.schedule, at_step,
+                                             self.experiment.config.optimizer.accumulation_steps)
+            raise NonFiniteLossError(
+                f"step {at_step}: the loss is {loss} (grad norm {grad_norm}). Likely cause: a learning rate "
+                f"too high ({lr:.3g}) or no gradient clipping (optimizer.clip_norm). The last good checkpoint "
+                f"(step {self.last_saved}) in {self.experiment.workdir} is intact.")
+        return values
+
+    # the steps
+    def train_step(self, batch, epoch: int) -> None:
+        experiment = self.experiment
+        logged = self.step == 0 or self.log_every.due(self.step + 1)
+        step_fn = experiment.logged_step if logged else experiment.train_step
+        self.state, metrics = step_fn(self.state, batch, self.key)
+        compiled = experiment.compile_clock.take()  # the first step of a shape compiles it
+        self.compile_seconds += compiled
+        self.progress.exclude(compiled)
+        if self.pending is not None:
+            self.log(self.check(self.pending, self.step), self.step, epoch)
+        self.pending = metrics
+        self.step += 1
+
+    def after_step(self) -> bool:
+        """The periodic actions after a step; True when the epoch's loop should stop."""
+        at_epoch_end = self.step % self.experiment.steps_per_epoch == 0
+        if self.validate_every.due(self.step) or at_epoch_end:
+            self.check(self.pending, self.step)
+            self.validate()
+            if self.stopping.stopped_early:
+                return True
+        elif self.checkpoint_every.due(self.step):
+            self.check(self.pending, self.step)
+            self.checkpoint()
+        return self.step >= self.experiment.total_steps
+
+    def run_epoch(self, epoch: int, start: int, preemption: _Preemption) -> None:
+        experiment = self.experiment
+        batches = experiment.train_batches.epoch(epoch, start)
+        with batching.prefetching(batches, self.train.prefetch, experiment.to_device) as on_device:
+            for batch in on_device:
+                self.train_step(batch, epoch)
+                if self.after_step():
+                    return
+                if preemption.requested:
+                    self.preempted = True
+                    return
+
+    def run(self) -> None:
+        """Trains until the last step, an early stop or SIGTERM (which saves the step and returns)."""
+        experiment = self.experiment
+        started = time.perf_counter()
+        experiment.compile_clock.take()  # from here on, compilation during training steps is counted apart
+        preemption = _Preemption()
+        with preemption.installed():
+            while self.step < experiment.total_steps and not self.stopping.stopped_early and not self.preempted:
+                self.run_epoch(*divmod(self.step, experiment.steps_per_epoch), preemption)
+        if self.pending is not None:  # the last step's record, so that every step is logged once
+            self.log(self.check(self.pending, self.step), self.step, (self.step - 1) // experiment.steps_per_epoch)
+            self.pending = None
+        if self.preempted:
+            self.checkpoint()
+            self.progress.newline()
+            print(f"SIGTERM: saved step {self.step} in {experiment.workdir}; run the same command to resume")
+            return
+        if self.step % experiment.steps_per_epoch and not self.stopping.stopped_early:
+            self.validate()  # ended mid-epoch (eval-every-N runs)
+        # Training time without evaluation and compilation: what docs/s is measured over.
+        self.train_seconds = time.perf_counter() - started - self.eval_seconds - self.compile_seconds
+        self.checkpoint()
+
+    def close(self) -> None:
+        self.writer.close()
+        self.ckpt.close()
+
+
+# -- results ----------------------------------------------------------------------------------------
+
 def _compilations(fn) -> int:
     try:
         return int(fn._cache_size())
@@ -120,11 +468,45 @@ def _compilations(fn) -> int:
         return -1
 
 
+def final_results(experiment: Experiment, fit: Fit) -> dict:
+    """The best parameters (by the recorded best step) on validation and test, and the run's
+    figures: the contents of results.json."""
+    splits, config = experiment.splits, experiment.config
+    if fit.stopping.best_step >= 0:
+        best_state, _ = fit.ckpt.restore_best(fit.state, fit.stopping.best_step)
+    else:
+        best_state = fit.state
+    validation = experiment.evaluate(best_state.params, best_state.model_state, experiment.valid_batches)
+    test = experiment.evaluate(best_state.params, best_state.model_state, experiment.test_batches)
+    padding = experiment.train_batches.padding_report()
+    results = {
+        "test": test, "validation": validation,
+        "baselines": baselines(splits.train.arrays.ratings, splits.test.arrays.ratings,
+                               splits.rating_range, splits.rating_step),
+        "param_checksum": param_checksum(best_state.params),
+        "model": config.model.name, "best_step": fit.stopping.best_step, "steps": fit.step,
+        "stopped_early": fit.stopping.stopped_early,
+        "parameters": int(models.count_parameters(fit.state.params)["total"]),
+        "compilations": {"train_step": _compilations(experiment.train_step),
+                         "logged_train_step": _compilations(experiment.logged_step),
+                         "eval_step": _compilations(experiment.eval_step)},
+        "buckets": [list(b) for b in experiment.train_batches.buckets], "padding_efficiency": padding["efficiency"],
+        "layout": padding.get("layout", "padded"),
+        "train_seconds": round(fit.train_seconds, 2), "eval_seconds": round(fit.eval_seconds, 2),
+        "compile": experiment.compile_clock.report(),
+        "docs_per_s": round(fit.trained_reviews / max(fit.train_seconds, 1e-9), 1),
+        "data": splits.report,
+    }
+    reference = _text_only_reference(config)
+    if reference:
+        results["reference"] = reference
+    return results
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains `config` in `workdir`, resuming from its checkpoints; returns the results dict."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
-    is_main = jax.process_index() == 0
     results_path = os.path.join(workdir, "results.json")
     if os.path.exists(results_path):
         with open(results_path) as f:
@@ -133,254 +515,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(f"{workdir} holds a finished run (results.json):")
         print(format_results(results))
         return results
+    ckpt = checkpoints.RunCheckpoints(workdir, keep=config.train.keep_checkpoints)
+    is_main = jax.process_index() == 0
+    if ckpt.steps()["latest"]:
+        changed = check_resumable(workdir, config)
+        if changed and is_main:
+            print(f"resuming with changed settings: {', '.join(changed)}")
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    compilation.enable_persistent_cache(config.get("compilation_cache_dir", ""))
-    compile_clock = compilation.CompileClock()
 
-    # Data.
-    started = time.perf_counter()
-    splits = pipeline.load_splits(config.data)
-    if is_main:
-        splits.save_tables(workdir)
-    train_cfg = config.train
-    batch_size = train_cfg.batch_size
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    if batch_size % mesh.size:
-        raise ValueError(f"train.batch_size={batch_size} must be a multiple of the {mesh.size} devices")
-    train_batches, valid_batches, test_batches = make_batchers(config, splits, mesh)
-    padding = train_batches.padding_report()
-    if is_main:
-        print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
-              f"reviews, vocabulary {len(splits.vocab)}, {len(splits.users) - 1} users, "
-              f"{len(splits.products) - 1} products ({time.perf_counter() - started:.1f}s)")
-        print(f"devices: {mesh.size} devices ({jax.devices()[0].platform}), {jax.process_count()} processes, "
-              f"global batch {batch_size}")
-        kind = "packed batches" if padding.get("layout") == "packed" else "buckets"
-        sentences = (f" (sentence slots {padding['sentence_efficiency']:.1%})"
-                     if "sentence_efficiency" in padding else "")
-        print(f"{kind} {[list(b) for b in train_batches.buckets]}: padding efficiency "
-              f"{padding['efficiency']:.1%}{sentences}, truncated tokens {padding['truncated_tokens']}")
-
-    # Model, optimiser, state.
-    train_arrays = splits.train.arrays
-    statistics = models.training_statistics(  # where the biases start; MF's training pairs
-        config.model, users=train_arrays.users, products=train_arrays.products, ratings=train_arrays.ratings,
-        num_users=len(splits.users), num_products=len(splits.products), num_classes=splits.num_classes,
-        rating_range=splits.rating_range)
-    model = models.build_model(config.model, vocab_size=len(splits.vocab), num_users=len(splits.users),
-                               num_products=len(splits.products), num_classes=splits.num_classes,
-                               rating_range=splits.rating_range, pretrained_embeddings=splits.pretrained,
-                               **statistics)
-    steps_per_epoch = train_batches.steps_per_epoch
-    total_steps = steps_per_epoch * train_cfg.epochs
-    tx, schedule = optimizers.make_optimizer(config.optimizer, steps_per_epoch=steps_per_epoch,
-                                             total_epochs=train_cfg.epochs, batch_size=batch_size)
-    data_sharding = NamedSharding(mesh, P("data"))
-    replicated = NamedSharding(mesh, P())
-
-    def to_device(batch):
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x), batch)
-
-    key = jax.random.key(config.seed)
-    init_key, run_key = jax.random.split(key)
-    example = next(train_batches.epoch(0))
-    state = jax.jit(lambda b, k: step_lib.init_state(model, tx, b, k), out_shardings=replicated)(
-        to_device(example), init_key)
+    experiment = setup(config, workdir)
+    state, stopping, resumed = restore_or_create(experiment, ckpt)
     if is_main:
         sizes = models.count_parameters(state.params)
         print(f"model {config.model.name}: {sizes['total']:,} parameters "
               f"({', '.join(f'{k} {v:,}' for k, v in sizes.items() if k != 'total')})")
-
-    step_options = dict(l1=config.optimizer.l1, l2=config.optimizer.l2)
-    train_step = jax.jit(step_lib.make_train_step(model, tx, config.model.head, norms=False, **step_options),
-                         donate_argnums=0)
-    # The same step with the global norms, for logged steps (see step_lib.make_train_step).
-    logged_step = jax.jit(step_lib.make_train_step(model, tx, config.model.head, norms=True, **step_options),
-                          donate_argnums=0)
-    eval_step = jax.jit(step_lib.make_eval_step(model, config.model.head, splits.num_classes))
-
-    def evaluate(params, model_state, batcher) -> dict:
-        sums = None
-        for batch in batching.prefetch(batcher.evaluation(), train_cfg.prefetch, to_device):
-            out = eval_step(params, model_state, batch)
-            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-        return step_lib.finalize_metrics(jax.device_get(sums))
-
-    # Resume.
-    ckpt = checkpoints.RunCheckpoints(workdir, keep=train_cfg.keep_checkpoints)
-    book = Bookkeeping()
-    restored = ckpt.restore_latest(state)
-    if restored is not None:
-        state, meta = restored
-        book = Bookkeeping(**meta["bookkeeping"])
-        if is_main:
-            print(f"resumed from step {int(state.step)} of {total_steps}")
-    metric = train_cfg.early_stopping_metric
-    if metric not in HIGHER_IS_BETTER:
-        raise ValueError(f"train.early_stopping_metric={metric!r}: choose one of {sorted(HIGHER_IS_BETTER)}")
-    higher = HIGHER_IS_BETTER[metric]
-
-    writer = reporting.MetricWriter(workdir, tensorboard=train_cfg.tensorboard)
-    progress = reporting.Progress(total_steps, every=train_cfg.log_every_steps)
-    preemption = _Preemption()
-    step = int(state.step)
-    last_saved = step
-
-    def meta() -> dict:
-        return {"bookkeeping": dataclasses.asdict(book), "step": step}
-
-    eval_seconds = 0.0
-
-    def run_evaluation() -> bool:
-        """Validates, updates early stopping and the best checkpoint; True when it says stop."""
-        nonlocal last_saved, eval_seconds
-        began = time.perf_counter()
-        values = evaluate(state.params, state.model_state, valid_batches)
-        value = values[metric]
-        improved = book.best_value is None or (value > book.best_value if higher else value < book.best_value)
-        if improved:
-            book.best_value, book.best_step, book.evaluations_without_improvement = value, step, 0
-            ckpt.save_best(step, state, meta())
-        else:
-            book.evaluations_without_improvement += 1
-        stop = bool(train_cfg.patience) and book.evaluations_without_improvement >= train_cfg.patience
-        book.stopped_early = stop
-        writer.write("validation", step, {**values, "epoch": step / steps_per_epoch, "best": book.best_value})
-        progress.newline()
-        if is_main:
-            print(f"epoch {step / steps_per_epoch:.2f} validation: " +
-                  ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "reviews") +
-                  (" (best)" if improved else f" (best {book.best_value:.4f} at step {book.best_step})"))
-        ckpt.save_latest(step, state, meta())
-        last_saved = step
-        spent = time.perf_counter() - began
-        eval_seconds += spent
-        progress.exclude(spent)
-        compile_clock.take()  # compilation during evaluation is inside `spent` already
-        return stop
-
-    pending = None  # metrics of the step before: read one step late so dispatch never waits
-
-    def check(pending_metrics, at_step):
-        values = jax.device_get(pending_metrics)
-        loss = float(values["loss"])
-        if not math.isfinite(loss):
-            grad_norm = f"{float(values['grad_norm']):.3g}" if "grad_norm" in values else "not computed at this step"
-            raise NonFiniteLossError(
-                f"step {at_step}: the loss is {loss} (grad norm {grad_norm}). Likely "
-                f"cause: a learning rate too high ({float(schedule(at_step)):.3g}) or no gradient clipping "
-                f"(optimizer.clip_norm). The last good checkpoint (step {last_saved}) in {workdir} is intact.")
-        return values
-
-    train_started = time.perf_counter()
-    compile_clock.take()  # from here on, compilation during training steps is counted apart
-    train_compile_seconds = 0.0
-    trained_reviews = 0
-    with preemption.installed():
-        while step < total_steps and not book.stopped_early:
-            epoch, start = divmod(step, steps_per_epoch)
-            batches = batching.prefetch(train_batches.epoch(epoch, start), train_cfg.prefetch, to_device)
-            for batch in batches:
-                logged = step == 0 or (step + 1) % train_cfg.log_every_steps == 0
-                state, metrics = (logged_step if logged else train_step)(state, batch, run_key)
-                compiled = compile_clock.take()  # the first step of a shape compiles it
-                train_compile_seconds += compiled
-                progress.exclude(compiled)
-                if pending is not None:
-                    values = check(pending, step)
-                    record = {"loss": values["loss"], "lr": float(schedule(step - 1))}
-                    record.update({name: values[name] for name in step_lib.NORMS if name in values})
-                    if "correct" in values:
-                        record["accuracy"] = float(values["correct"]) / max(float(values["weight"]), 1e-9)
-                    writer.write("train", step, record, scalars=step % train_cfg.log_every_steps == 0)
-                    trained_reviews += int(values["weight"])
-                    progress.update(step, int(values["weight"]), f"epoch {epoch + 1} loss {values['loss']:.4f}")
-                pending = metrics
-                step += 1
-                at_epoch_end = step % steps_per_epoch == 0
-                if (train_cfg.eval_every_steps and step % train_cfg.eval_every_steps == 0) or at_epoch_end:
-                    check(pending, step)
-                    if run_evaluation():
-                        break
-                elif train_cfg.checkpoint_every_steps and step % train_cfg.checkpoint_every_steps == 0:
-                    check(pending, step)
-                    ckpt.save_latest(step, state, meta())
-                    last_saved = step
-                if preemption.requested:
-                    check(pending, step)
-                    ckpt.save_latest(step, state, meta())
-                    progress.newline()
-                    print(f"SIGTERM: saved step {step} in {workdir}; run the same command to resume")
-                    writer.close()
-                    ckpt.close()
-                    return {"preempted": True, "step": step}
-                if step >= total_steps:
-                    break
-            if preemption.requested:
-                break
-        if pending is not None:
-            trained_reviews += int(check(pending, step)["weight"])
-        if step % steps_per_epoch and not book.stopped_early:  # ended mid-epoch (eval-every-N runs)
-            run_evaluation()
-    # Training time without evaluation and compilation: what docs/s is measured over.
-    train_seconds = time.perf_counter() - train_started - eval_seconds - train_compile_seconds
-    ckpt.save_latest(step, state, meta())
-
-    # Final: the best parameters on test.
-    best = ckpt.restore_best(state)
-    best_state = best[0] if best is not None else state
-    validation = evaluate(best_state.params, best_state.model_state, valid_batches)
-    test = evaluate(best_state.params, best_state.model_state, test_batches)
-    results = {
-        "test": test, "validation": validation,
-        "baselines": baselines(splits.train.arrays.ratings, splits.test.arrays.ratings,
-                               splits.rating_range, splits.rating_step),
-        "param_checksum": param_checksum(best_state.params),
-        "model": config.model.name, "best_step": book.best_step, "steps": step,
-        "stopped_early": book.stopped_early,
-        "parameters": int(models.count_parameters(state.params)["total"]),
-        "compilations": {"train_step": _compilations(train_step), "logged_train_step": _compilations(logged_step),
-                         "eval_step": _compilations(eval_step)},
-        "buckets": [list(b) for b in train_batches.buckets], "padding_efficiency": padding["efficiency"],
-        "layout": padding.get("layout", "padded"),
-        "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),
-        "compile": compile_clock.report(),
-        "docs_per_s": round(trained_reviews / max(train_seconds, 1e-9), 1),
-        "data": splits.report,
-    }
-    reference = _text_only_reference(config)
-    if reference:
-        results["reference"] = reference
-    writer.write("test", step, {k: v for k, v in test.items()})
-    writer.close()
-    ckpt.close()
+        if resumed:
+            print(f"resumed from step {int(state.step)} of {experiment.total_steps}")
+    fit = Fit(experiment, state, stopping, ckpt, resumed=resumed)
+    try:
+        fit.run()
+        if fit.preempted:
+            return {"preempted": True, "step": fit.step}
+        results = final_results(experiment, fit)
+        fit.writer.write("test", fit.step, dict(results["test"]))
+    finally:
+        fit.close()
     if is_main:
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2, sort_keys=True)
         print(format_results(results))
     return results
-
-
-def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, mesh: Mesh):
-    """(train, validation, test) batchers of `data.layout`; evaluation reuses the training shapes,
-    so it compiles one program per training shape and no more."""
-    data = config.data
-    layout = models.input_layout(config.model.name)
-    common = dict(layout=layout, batch_size=config.train.batch_size, rating_range=splits.rating_range,
-                  rating_step=splits.rating_step, process_index=jax.process_index(),
-                  process_count=jax.process_count())
-    caps = dict(max_sentences=data.max_sentences, max_words=data.max_words, max_tokens=data.max_tokens,
-                multiple=data.bucket_multiple)
-    if models.batch_layout(config.model.name, data.get("layout", "auto")) == "packed":
-        train = packing.PackedBatcher(splits.train, seed=config.seed, row_multiple=jax.local_device_count(),
-                                      **caps, **common)
-        return (train, packing.PackedBatcher(splits.validation, shape=train.shape, **common),
-                packing.PackedBatcher(splits.test, shape=train.shape, **common))
-    train = batching.Batcher(splits.train, seed=config.seed, num_buckets=data.num_buckets, **caps, **common)
-    return (train, batching.Batcher(splits.validation, buckets=train.buckets, **common),
-            batching.Batcher(splits.test, buckets=train.buckets, **common))
 
 
 def _text_only_reference(config) -> dict | None:
@@ -406,7 +572,8 @@ def format_results(results: dict) -> str:
     for name, values in rows:
         cells = [f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-" for k in columns]
         lines.append(f"{name:40}" + "".join(f"{c:>10}" for c in cells))
-    lines.append(f"param_checksum {results['param_checksum'][:16]}…  compilations {results.get('compilations')}")
+    lines.append(f"param_checksum {results['param_checksum']}")
+    lines.append(f"compilations {results.get('compilations')}")
     if "compile" in results:
         lines.append(f"training {results['train_seconds']:.1f}s ({results['docs_per_s']:,.0f} docs/s), evaluation "
                      f"{results['eval_seconds']:.1f}s, compilation {results['compile']['seconds']:.1f}s "

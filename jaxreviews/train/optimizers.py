@@ -138,19 +138,25 @@ def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, t
                            optax.trace(config.momentum) if config.momentum else optax.identity())
     else:
         raise ValueError(f"optimizer.name={config.name!r}: choose one of {OPTIMIZERS}")
-    parts = [core]
-    if config.weight_decay:
-        parts.append(optax.add_decayed_weights(config.weight_decay))
-    parts.append(optax.scale_by_learning_rate(schedule))
-    tx = optax.chain(*parts)
+    def chain(learning_rate: optax.Schedule) -> optax.GradientTransformation:
+        parts = [core]
+        if config.weight_decay:
+            parts.append(optax.add_decayed_weights(config.weight_decay))
+        return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
+
+    tx = chain(schedule)
     if config.clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
     if config.freeze:
         opens_at = (-1 if config.unfreeze_epoch < 0
                     else config.unfreeze_epoch * steps_per_epoch // max(1, config.accumulation_steps))
+        # The frozen group's state starts fresh when it opens, its step count at 0: its schedule is
+        # shifted so that it still reads the run's own step (the user's schedule, not a restart).
+        def opened_schedule(count):
+            return schedule(count + max(opens_at, 0))
+
         # Clipping inside each group would clip the groups separately: clip the whole first.
-        inner = optax.chain(*parts)
-        tx = optax.multi_transform({"trainable": inner, "frozen": gated(optax.chain(*parts), opens_at)},
+        tx = optax.multi_transform({"trainable": chain(schedule), "frozen": gated(chain(opened_schedule), opens_at)},
                                    lambda params: freeze_labels(params, config.freeze))
         if config.clip_norm:
             tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
@@ -159,15 +165,32 @@ def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, t
     return tx, schedule
 
 
+_PENALISED = re.compile(r"(kernel|embedding)(_\d+)?$")
+
+
+def is_penalised(path: str) -> bool:
+    """Weight matrices and embedding tables by name ('.../kernel', 'input_kernel', 'kernel_3',
+    '.../embedding'), never biases (incl. the bias tables 'user_bias/embedding') or norm scales.
+    By name, not by rank: an RNN's bias is [directions, gates], a matrix by shape."""
+    parts = path.split("/")
+    return bool(_PENALISED.search(parts[-1])) and not any(part.endswith("bias") for part in parts)
+
+
 def penalty(params, *, l1: float, l2: float) -> jax.Array:
-    """l1 * sum|w| + l2/2 * sum w^2 over matrices and tables (biases and norm scales excluded)."""
+    """l1 * sum|w| + l2/2 * sum w^2 over the leaves `is_penalised` selects."""
     total = jnp.zeros([], jnp.float32)
     if not (l1 or l2):
         return total
-    for leaf in jax.tree.leaves(params):
-        if leaf.ndim >= 2:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if is_penalised(path_name(path)):
             if l1:
                 total += l1 * jnp.abs(leaf).sum()
             if l2:
                 total += 0.5 * l2 * jnp.square(leaf).sum()
     return total
+
+
+def learning_rate_at(schedule: optax.Schedule, micro_step: int, accumulation_steps: int = 1) -> float:
+    """The learning rate an update applies at `micro_step`: the schedule counts optimiser steps,
+    one per `accumulation_steps` micro-steps."""
+    return float(schedule(micro_step // max(1, accumulation_steps)))

@@ -15,18 +15,26 @@ def _is_writer() -> bool:
 
 
 class MetricWriter:
-    """`metrics.jsonl` (one JSON object a record) and TensorBoard event files, without TensorFlow."""
+    """`metrics.jsonl` (one JSON object a record) and TensorBoard event files, without TensorFlow.
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True):
+    `resume_step`: a run resumed from the checkpoint of that step. The records of later steps,
+    written before the run was stopped, are dropped from metrics.jsonl and hidden from TensorBoard
+    (its purge_step), since the resumed run writes them again: each step is in the logs once."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None):
         self.enabled = _is_writer()
         self._file = self._tb = None
         if not self.enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        self._file = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        path = os.path.join(workdir, "metrics.jsonl")
+        if resume_step is not None and os.path.exists(path):
+            _drop_records_after(path, resume_step)
+        self._file = open(path, "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30, purge_step=purge)
 
     def write(self, kind: str, step: int, values: dict, *, scalars: bool = True) -> None:
         if not self.enabled:
@@ -44,6 +52,23 @@ class MetricWriter:
             self._file.close()
         if self._tb:
             self._tb.close()
+
+
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrites metrics.jsonl without the records of steps after `step` (and a torn last line)."""
+    kept = []
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the line a killed process was writing
+                continue
+            if int(record.get("step", 0)) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.writelines(kept)
+    os.replace(temporary, path)
 
 
 def _plain(value):

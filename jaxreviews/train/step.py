@@ -26,9 +26,19 @@ class TrainState:
     model_state: Any  # non-parameter collections such as {"batch_stats": ...}; {} for most models
 
 
-def init_state(model, tx: optax.GradientTransformation, batch, key: jax.Array) -> TrainState:
+def init_state(model, tx: optax.GradientTransformation, batch, key: jax.Array, *,
+               pretrained_embeddings=None) -> TrainState:
+    """A fresh state; `pretrained_embeddings` [vocab, dim] (GloVe / word2vec) become the word
+    table. Passed as an argument, it is data of the jitted init, not a constant baked into it."""
     variables = model.init({"params": key, "dropout": key}, batch, train=False)
     params = variables.pop("params")
+    if pretrained_embeddings is not None:
+        table = params["word_embedding"]["embedding"]
+        if tuple(table.shape) != tuple(pretrained_embeddings.shape):
+            raise ValueError(f"pretrained embeddings {tuple(pretrained_embeddings.shape)} do not match the model's "
+                             f"word table {tuple(table.shape)}")
+        params = {**params, "word_embedding": {**params["word_embedding"],
+                                               "embedding": jnp.asarray(pretrained_embeddings, table.dtype)}}
     model_state = {k: v for k, v in variables.items() if k != "intermediates"}
     return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
                       model_state=model_state)
