@@ -406,16 +406,24 @@ class Fit:
         self.pending = metrics
         self.step += 1
 
+    def flush(self) -> None:
+        """Logs the pending record now: a checkpoint of step N must follow step N's record, or a
+        run killed in between would resume at N + 1 with step N's record lost."""
+        if self.pending is not None:
+            self.log(self.check(self.pending, self.step), self.step,
+                     (self.step - 1) // self.experiment.steps_per_epoch)
+            self.pending = None
+
     def after_step(self) -> bool:
         """The periodic actions after a step; True when the epoch's loop should stop."""
         at_epoch_end = self.step % self.experiment.steps_per_epoch == 0
         if self.validate_every.due(self.step) or at_epoch_end:
-            self.check(self.pending, self.step)
+            self.flush()
             self.validate()
             if self.stopping.stopped_early:
                 return True
         elif self.checkpoint_every.due(self.step):
-            self.check(self.pending, self.step)
+            self.flush()
             self.checkpoint()
         return self.step >= self.experiment.total_steps
 
@@ -440,9 +448,7 @@ class Fit:
         with preemption.installed():
             while self.step < experiment.total_steps and not self.stopping.stopped_early and not self.preempted:
                 self.run_epoch(*divmod(self.step, experiment.steps_per_epoch), preemption)
-        if self.pending is not None:  # the last step's record, so that every step is logged once
-            self.log(self.check(self.pending, self.step), self.step, (self.step - 1) // experiment.steps_per_epoch)
-            self.pending = None
+        self.flush()  # the last step's record, so that every step is logged once
         if self.preempted:
             self.checkpoint()
             self.progress.newline()
