@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test report bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile -q $(ARGS)
+
+# The report of `make run`'s run (RUN=DIR for another run, ARGS for more flags): writes
+# RUN/report.html and prints its path.
+RUN ?= runs/han_upa
+report: setup
+	$(PY) -m experiments.report --workdir=$(RUN) $(ARGS)
 
 bench: setup
 	$(PY) tools/bench.py $(ARGS)
