@@ -12,8 +12,10 @@ The public names, each documented where it is defined:
     train.evaluation.evaluate    the metrics of results.json over any batches
     train.loop                   the fit loop in parts (setup, restore_or_create, Fit, final_results)
                                  and train_and_evaluate(config, workdir), what experiments.train runs
+    analysis.analyze_run(workdir)  every number of a run's report (experiments.report) as plain dicts
 
-Layers point one way: data -> models -> train -> experiments; `run` (load_run) sits on top.
+Layers point one way: data -> models -> train -> experiments; `run` (load_run) sits on top, and
+`analysis` on it.
 """
 from jaxreviews.run import Run, load_run
 
