@@ -264,7 +264,7 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
 
 
 def test_unknown_users_and_products_use_row_zero():
-    config = tiny_config("han_upa", user_product__unknown_rate=1.0, embedding_dropout=0.0, dropout=0.0,
+    config = tiny_config("han_upa", user_product__unknown_dropout=1.0, embedding_dropout=0.0, dropout=0.0,
                          head_dropout=0.0, user_product__rating_biases=True, user_product__concat_to_document=True)
     model, batch = build(config), make_batch()
     variables = init(model, batch)

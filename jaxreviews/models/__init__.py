@@ -11,9 +11,11 @@
 | name    | layout        | model                                                              |
 |---------|---------------|--------------------------------------------------------------------|
 | cnn     | flat          | Kim (2014): widths 3,4,5 x 100 maps, ReLU, max over time, dropout  |
-| rnn     | flat          | LSTM/GRU (nn.scan), uni/bi, stacked, pooling last/mean/max/attention |
+| rnn     | flat          | LSTM/GRU (nn.scan) or transformer, uni/bi, stacked, pooling          |
+|         |               | last/mean/max/attention                                            |
 | bilstm  | flat          | `rnn` preset: one BiLSTM layer, mean pooling (the torch reference) |
-| han     | hierarchical  | Yang et al. (2016), word/sentence encoders LSTM, GRU or CNN        |
+| han     | hierarchical  | Yang et al. (2016), word/sentence encoders LSTM, GRU, CNN or       |
+|         |               | transformer                                                        |
 | han_upa | hierarchical  | HAN + user/product attention (NSC+UPA), optional concat and biases |
 | mf      | ids           | matrix factorisation with biases (collaborative filtering); with   |
 |         |               | `implicit_feedback=True` SVD++ (Koren 2008)                        |
@@ -75,7 +77,7 @@ def batch_layout(name: str, option: str = "auto") -> str:
 
 def _encoder_config(kind: str = "lstm", hidden_size: int = 100) -> ml_collections.ConfigDict:
     e = ml_collections.ConfigDict()
-    e.kind = kind  # lstm | gru | cnn
+    e.kind = kind  # lstm | gru | cnn | transformer
     e.hidden_size = 100 if hidden_size is None else hidden_size  # per direction
     e.bidirectional = True
     e.num_layers = 1
@@ -87,6 +89,14 @@ def _encoder_config(kind: str = "lstm", hidden_size: int = 100) -> ml_collection
     e.num_filters = 100
     e.activation = "relu"
     e.conv_kernel_init = "he_normal"
+    # kind == "transformer" (models/transformer.py): pre-norm blocks of masked self-attention;
+    # num_layers, dropout (residual) and kernel_init above apply too.
+    e.model_dim = 0  # width; 0 = hidden_size x directions, the output width of the recurrent encoder
+    e.num_heads = 4
+    e.mlp_dim = 0  # 0 = 4 x width
+    e.attention_dropout = 0.0
+    e.positions = "learned"  # learned | sinusoidal
+    e.max_length = 512  # learned positions: table rows (later positions share the last row)
     return e
 
 
@@ -127,6 +137,7 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
     c.embed_dim = 200  # taken from the pretrained table when one is given
     c.freeze_embeddings = False
     c.embedding_dropout = 0.0
+    c.word_dropout = 0.0  # fraction of the words replaced by the OOV id while training (whole words dropped)
     c.dropout = 0.0  # between levels (HAN sentence vectors)
     c.head_dropout = 0.5  # before the head
     c.norm = "layer"  # layer | batch | none, on the document vector
@@ -158,7 +169,9 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
             u.sentence_attention = True  # ... and the sentence attention scores
             u.concat_to_document = False  # also concatenate [user; product] to the document vector
             u.rating_biases = False  # add learned per-user and per-product biases to the head outputs
-            u.unknown_rate = 0.05  # fraction of ids replaced by the unknown id 0 while training
+            # Fraction of user ids, and apart of product ids, replaced by the unknown id 0 while
+            # training: the unknown rows (what an unseen user / product gets) learn the average.
+            u.unknown_dropout = 0.05
             c.user_product = u
     return c
 

@@ -46,6 +46,9 @@ def default_head_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.kind = "classification"  # classification | regression | both
     c.regression_weight = 1.0  # weight of the MSE term when kind == "both"
+    # Training targets (1 - s) one-hot + s / C (Szegedy et al. 2016); the `nll` metric stays the
+    # plain negative log-likelihood, `loss` is the smoothed one.
+    c.label_smoothing = 0.0
     # sigmoid: lo + (hi - lo) * sigmoid(z); clip: clip(z, lo, hi); clip_straight_through: clip(z, lo, hi)
     # whose gradient is that of z (an out-of-range prediction is still pulled back by its error)
     c.rating_activation = "sigmoid"
@@ -214,9 +217,10 @@ def per_example_loss(outputs: dict[str, Array], batch: dict[str, Array],
                      head_config: ml_collections.ConfigDict | None = None) -> Array:
     """[B] loss of each example: CE and/or MSE (weighted sum of both for kind "both")."""
     regression_weight = 1.0 if head_config is None else float(head_config.regression_weight)
+    smoothing = 0.0 if head_config is None else float(head_config.get("label_smoothing", 0.0))
     loss = 0.0
     if "logits" in outputs:
-        loss = loss + cross_entropy(outputs["logits"], batch["label"])
+        loss = loss + cross_entropy(outputs["logits"], batch["label"], smoothing)
     if "rating" in outputs:
         squared = jnp.square(outputs["rating"] - batch["rating"].astype(outputs["rating"].dtype))
         loss = loss + (regression_weight if "logits" in outputs else 1.0) * squared
@@ -225,10 +229,14 @@ def per_example_loss(outputs: dict[str, Array], batch: dict[str, Array],
     return loss
 
 
-def cross_entropy(logits: Array, labels: Array) -> Array:
+def cross_entropy(logits: Array, labels: Array, smoothing: float = 0.0) -> Array:
+    """[B] -log p(label), or with `smoothing` s the cross-entropy against (1 - s) one-hot + s / C."""
     logits = layers.upcast(logits)
     log_z = jax.nn.logsumexp(logits, axis=-1)
-    return log_z - jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    nll = log_z - jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    if not smoothing:
+        return nll
+    return (1.0 - smoothing) * nll + smoothing * (log_z - jnp.mean(logits, axis=-1))
 
 
 def _weight(batch: dict[str, Array], like: Array) -> Array:

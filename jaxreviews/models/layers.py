@@ -248,7 +248,9 @@ def masked_max(x: Array, mask: Array) -> Array:
 
 
 def last_step(x: Array, mask: Array) -> Array:
-    """x [T, N, D] -> the output at each row's last real step [N, D] (step 0 for an empty row)."""
+    """x [T, N, D] -> the output at each row's last real step [N, D] (zeros for an empty row, as
+    the packed pooling and a recurrence's untouched final state give)."""
     steps = jnp.arange(mask.shape[0])[:, None]
     last = jnp.max(jnp.where(mask, steps, 0), axis=0)  # [N]
-    return jnp.take_along_axis(x, last[None, :, None], axis=0)[0]
+    picked = jnp.take_along_axis(x, last[None, :, None], axis=0)[0]
+    return jnp.where(mask.any(0)[:, None], picked, 0).astype(x.dtype)

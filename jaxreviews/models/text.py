@@ -18,7 +18,8 @@ import ml_collections
 import numpy as np
 
 from jaxreviews.data.packing import is_packed
-from jaxreviews.models import cnn, heads, layers, recurrent
+from jaxreviews.data.types import OOV_ID, PAD_ID
+from jaxreviews.models import cnn, heads, layers, recurrent, transformer
 from jaxreviews.models.mf import Collaborative
 
 Array = jax.Array
@@ -42,17 +43,22 @@ class TextModel(nn.Module):
 
     def embed(self, ids: Array, *, train: bool) -> Array:
         c = self.config
+        word_dropout = c.get("word_dropout", 0.0)
+        if train and word_dropout > 0.0:  # whole words become OOV (padding stays padding)
+            drop = jax.random.bernoulli(self.make_rng("dropout"), word_dropout, ids.shape) & (ids != PAD_ID)
+            ids = jnp.where(drop, OOV_ID, ids)
         x = layers.WordEmbedding(self.vocab_size, c.embed_dim, freeze=c.freeze_embeddings, dtype=self.dtype,
                                  name="word_embedding")(ids)
         return nn.Dropout(c.embedding_dropout, deterministic=not train, name="embedding_dropout")(x)
 
     def user_product(self, batch: dict[str, Array], *, train: bool) -> tuple[Array, tuple[Array, Array]]:
         """([user embedding; product embedding] [B, 2U], (user ids, product ids)). While training a
-        fraction `unknown_rate` of the ids is replaced by the unknown id 0, the same ids then feed
-        the rating biases, so the unknown rows of every table learn together."""
+        fraction `unknown_dropout` of the ids is replaced by the unknown id 0, the same ids then
+        feed the rating biases, so the unknown rows of every table learn together."""
         c = self.config.user_product
-        users = layers.replace_with_unknown(self, batch["user"], c.unknown_rate, train)
-        products = layers.replace_with_unknown(self, batch["product"], c.unknown_rate, train)
+        rate = unknown_dropout(c)
+        users = layers.replace_with_unknown(self, batch["user"], rate, train)
+        products = layers.replace_with_unknown(self, batch["product"], rate, train)
         u = layers.IdEmbedding(self.num_users, c.dim, dtype=self.dtype, name="user_embedding")(users, train=False)
         p = layers.IdEmbedding(self.num_products, c.dim, dtype=self.dtype,
                                name="product_embedding")(products, train=False)
@@ -89,8 +95,26 @@ class TextModel(nn.Module):
                           name="head")(document, offsets)
 
 
+def unknown_dropout(config: ml_collections.FrozenConfigDict) -> float:
+    """`user_product.unknown_dropout`, or its earlier name `unknown_rate` in a saved run's config."""
+    if "unknown_rate" in config:
+        return float(config.unknown_rate)
+    return float(config.get("unknown_dropout", 0.0))
+
+
+ENCODER_KINDS = (*recurrent.CELLS, "cnn", "transformer")
+
+
+def transformer_width(config: ml_collections.FrozenConfigDict) -> int:
+    """The transformer's width: `model_dim`, or (0) the output width a recurrent encoder of the same
+    config would have, hidden_size x directions, so a kind swap keeps every later size."""
+    if config.get("model_dim"):
+        return int(config.model_dim)
+    return config.hidden_size * (2 if config.bidirectional else 1)
+
+
 def sequence_encoder(config: ml_collections.FrozenConfigDict, dtype, name: str):
-    """An RNN (lstm / gru) or CNN sequence encoder from an encoder sub-config."""
+    """An RNN (lstm / gru), CNN or transformer sequence encoder from an encoder sub-config."""
     if config.kind in recurrent.CELLS:
         return recurrent.RecurrentEncoder(config.kind, config.hidden_size, config.bidirectional, config.num_layers,
                                           config.dropout, config.unroll, config.kernel_init, dtype,
@@ -98,15 +122,23 @@ def sequence_encoder(config: ml_collections.FrozenConfigDict, dtype, name: str):
     if config.kind == "cnn":
         return cnn.ConvSequenceEncoder(tuple(config.filter_widths), config.num_filters, config.activation,
                                        config.conv_kernel_init, dtype, name=name)
-    raise ValueError(f"unknown encoder kind {config.kind!r}; choose lstm, gru or cnn")
+    if config.kind == "transformer":
+        return transformer.TransformerEncoder(
+            width=transformer_width(config), num_layers=config.num_layers, num_heads=config.num_heads,
+            mlp_dim=config.mlp_dim, dropout=config.dropout, attention_dropout=config.attention_dropout,
+            positions=config.positions, max_length=config.max_length, kernel_init=config.kernel_init,
+            dtype=dtype, name=name)
+    raise ValueError(f"unknown encoder kind {config.kind!r}; choose one of {ENCODER_KINDS}")
 
 
 def run_encoder(encoder, x: Array, mask: Array, *, train: bool,
                 segments: Array | None = None) -> tuple[Array, Array | None]:
     """(outputs [T, N, D], final states [N, D] or None). `segments` [T, N]: packed rows, each
-    segment a sequence of its own (recurrences reset, convolution windows stop at its end)."""
-    if isinstance(encoder, recurrent.RecurrentEncoder):
-        return encoder(x, mask, train=train, segments=segments)
+    segment a sequence of its own (recurrences reset, convolution windows stop at its end,
+    self-attention stays inside it)."""
+    if isinstance(encoder, (recurrent.RecurrentEncoder, transformer.TransformerEncoder)):
+        outputs = encoder(x, mask, train=train, segments=segments)
+        return outputs if isinstance(encoder, recurrent.RecurrentEncoder) else (outputs, None)
     return encoder(x, mask, segments), None
 
 class KimCNN(TextModel):
@@ -143,8 +175,9 @@ class RNNClassifier(TextModel):
         if segments is None:
             document = pooling(outputs, mask, final)
         else:
+            bidirectional = c.encoder.kind in recurrent.CELLS and c.encoder.get("bidirectional", False)
             document = pooling(outputs, mask, segments=segments, num_segments=batch["user"].shape[0],
-                               directions=2 if c.encoder.get("bidirectional", False) else 1)
+                               directions=2 if bidirectional else 1)
         return self.finish(document, batch, train=train)
 
 

@@ -29,6 +29,7 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
     c.momentum = 0.9  # sgd / rmsprop
     c.nesterov = False
     c.weight_decay = 0.0  # decoupled (AdamW style) for every optimiser
+    c.weight_decay_on = ""  # regex over parameter paths the decay applies to, e.g. "word_embedding"; "" = all
     c.l2 = 0.0  # penalties added to the loss, on kernels and embeddings
     c.l1 = 0.0
     c.clip_norm = 0.0  # global-norm clipping; 0 = off
@@ -116,6 +117,15 @@ def path_name(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
+def decay_mask(pattern: str):
+    """None (decay every parameter) for "", else params -> a tree of bools: paths `pattern` finds."""
+    if not pattern:
+        return None
+    regex = re.compile(pattern)
+    return lambda params: jax.tree_util.tree_map_with_path(lambda path, _: bool(regex.search(path_name(path))),
+                                                           params)
+
+
 def freeze_labels(params, pattern: str):
     regex = re.compile(pattern)
     return jax.tree_util.tree_map_with_path(
@@ -141,7 +151,8 @@ def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, t
     def chain(learning_rate: optax.Schedule) -> optax.GradientTransformation:
         parts = [core]
         if config.weight_decay:
-            parts.append(optax.add_decayed_weights(config.weight_decay))
+            parts.append(optax.add_decayed_weights(config.weight_decay,
+                                                   mask=decay_mask(config.get("weight_decay_on", ""))))
         return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
 
     tx = chain(schedule)
