@@ -95,6 +95,10 @@ def test_report_sections_for_a_model_with_and_without_attention(report, runs):
     assert "mf has no attention weights" in page
     han_upa, mf = analyses
     assert han_upa["has_attention"] and not mf["has_attention"]
+    # mf's regression head has no class probabilities: no reliability curve, no confident samples
+    assert mf["calibration"]["reliability"] is None and set(mf["samples"]) == {"largest_errors"}
+    assert "A regression head gives no class probabilities" in page
+    assert 0 <= han_upa["calibration"]["reliability"]["ece"] <= 1
     for sample in han_upa["attention"]:
         assert len(sample["tokens"]) == len(sample["word_attention"]) == len(sample["sentence_attention"])
         assert sum(sample["sentence_attention"]) == pytest.approx(1.0, abs=1e-3)

@@ -47,6 +47,7 @@ def analyze_run(workdir: str | os.PathLike, *, name: str | None = None, samples_
            "curves": run_files.learning_curves(workdir), "test_metrics": run_files.test_metrics(results, name)}
     run = load_run(workdir)
     out["step"] = run.step
+    out["members"] = int(getattr(run, "members", 0) or 0)  # an ensemble's: parameters count every member
     out["parameters"] = run_files.parameter_counts(run.params)
     lap("load_run")
     splits = predictions_lib.load_data(run, data_cache)

@@ -158,6 +158,10 @@ def section_run(analyses: list[dict]) -> str:
     parts.append(table(["run", "model", "parameters", "steps / best step", "stopped early", "training s",
                         "docs/s", "evaluation s", "compilation s", "total s"], rows, left_columns=2))
     parts.append("<h3>Parameters by module</h3>")
+    for a in analyses:
+        if a.get("members"):
+            parts.append(f"<p class=note>{esc(a['name'])} is an ensemble of {a['members']} members: its counts "
+                         "cover all of them.</p>")
     paths = list(dict.fromkeys(path for a in analyses for path in a["parameters"] if path != "total"))
     rows = [[("&nbsp;&nbsp;&nbsp;&nbsp;" * path.count("/")) + f"<code>{esc(path.split('/')[-1])}</code>",
              *(fmt(a["parameters"].get(path)) for a in analyses)] for path in paths]
@@ -187,6 +191,7 @@ def section_metrics(analyses: list[dict]) -> str:
             else:
                 label = row["name"]
             values.append((row, label))
+    values.sort(key=lambda item: item[0]["kind"] == "baseline")  # the runs first, then the baselines
     best = {}
     for m in metrics:
         candidates = [r[m] for r, _ in values if r["kind"] != "baseline" and r[m] is not None]
