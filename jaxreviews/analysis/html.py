@@ -58,7 +58,7 @@ figcaption { color: #5f6368; font-size: 12.5px; margin-top: 4px; }
 @media print {
   body { max-width: none; padding: 0; font-size: 12px; }
   nav { display: none; }
-  h2 { break-after: avoid; }
+  h2, h3 { break-after: avoid; }
   figure, table, .sample { break-inside: avoid; }
   a { color: inherit; text-decoration: none; }
 }

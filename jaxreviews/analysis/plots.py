@@ -188,18 +188,24 @@ def cold_start(analyses: list[dict]) -> bytes:
 
 
 def by_length(analyses: list[dict]) -> bytes:
-    """Accuracy and RMSE per length bin (tokens), one line per run."""
+    """Accuracy and RMSE per length bin, one line per run; the bins (quantiles of the test
+    lengths) are evenly spaced and labelled with their token ranges."""
     figure = _figure(9.5, 3.2)
     left, right = figure.subplots(1, 2)
+    bins_of = [tuple((b["low"], b["high"]) for b in a["by_length"]) for a in analyses]
+    same_bins = len(set(bins_of)) == 1
     for i, analysis in enumerate(analyses):
         bins = analysis["by_length"]
-        centers = [(b["low"] + b["high"]) / 2 for b in bins]
         for ax, metric in ((left, "accuracy"), (right, "rmse")):
-            ax.plot(centers, [b[metric] for b in bins], marker="o", color=color(i), label=analysis["name"])
-            ax.hlines([b[metric] for b in bins], [b["low"] for b in bins], [b["high"] for b in bins],
-                      color=color(i), alpha=0.35, linewidth=4)
+            ax.plot(range(len(bins)), [np.nan if b[metric] is None else b[metric] for b in bins], marker="o",
+                    color=color(i), label=analysis["name"])
+    longest = max(len(b) for b in bins_of)
+    labels = [f"{low:,}-{high:,}" for low, high in bins_of[0]] if same_bins else \
+        [f"bin {k + 1}" for k in range(longest)]
     for ax, metric in ((left, "accuracy"), (right, "rmse")):
-        ax.set_xlabel("review length (tokens; bars span each bin)")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel("review length in tokens (bins of about equal size)" if same_bins else
+                      "review length bin, shortest first (each run's own quantiles)")
         ax.set_title(f"{TITLES[metric]} by review length")
         ax.grid(alpha=0.3)
     if len(analyses) > 1:
