@@ -151,10 +151,11 @@ def test_test_metrics_rows_with_an_ensemble():
                "members_mean": {**metrics, "accuracy": 0.55}, "members_std": {"accuracy": 0.01},
                "baselines": {"majority": {"accuracy": 0.3, "rmse": 1.8}}}
     rows = run_files.test_metrics(results, "run")
-    assert [r["kind"] for r in rows] == ["model", "members", "baseline"]
-    assert rows[0]["name"] == "run" and rows[1]["name"] == "run: 4 members, mean ± std"
+    assert [r["kind"] for r in rows] == ["ensemble", "members", "baseline"]
+    assert rows[0]["name"] == "run: ensemble" and rows[1]["name"] == "run: 4 members, mean ± std"
     assert rows[1]["accuracy"] == 0.55 and rows[1]["std"]["accuracy"] == 0.01
     assert rows[2]["nll"] is None
+    assert [r["kind"] for r in run_files.test_metrics({"test": metrics}, "run")] == ["model"]
 
 
 def test_attention_words_are_escaped_and_shaded_by_weight():

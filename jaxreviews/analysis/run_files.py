@@ -141,17 +141,17 @@ def test_metrics(results: dict, name: str = "model") -> list[dict]:
     model's test metrics; with an ensemble (results.json "members_mean", "members_std",
     "ensemble", "members") the members' mean ± std and the ensemble; then the baselines."""
     rows = []
-    ensemble = "ensemble" in results or "members_mean" in results
-    if "test" in results:
-        rows.append({"name": f"{name} (ensemble)" if ensemble and "ensemble" not in results else name,
-                     "kind": "model", **_pick(results["test"])})
+    if "ensemble" in results:  # an ensemble's run: "test" holds the ensemble's metrics too
+        rows.append({"name": f"{name}: ensemble", "kind": "ensemble", **_pick(results["ensemble"])})
+        if "test" in results and _pick(results["test"]) != _pick(results["ensemble"]):
+            rows.append({"name": name, "kind": "model", **_pick(results["test"])})
+    elif "test" in results:
+        rows.append({"name": name, "kind": "model", **_pick(results["test"])})
     if "members_mean" in results:
         members = results.get("members")
         count = f"{len(members)} " if isinstance(members, (list, dict)) else ""
         rows.append({"name": f"{name}: {count}members, mean ± std", "kind": "members",
                      **_pick(results["members_mean"]), "std": _pick(results.get("members_std", {}))})
-    if "ensemble" in results and results["ensemble"] != results.get("test"):
-        rows.append({"name": f"{name}: ensemble", "kind": "ensemble", **_pick(results["ensemble"])})
     for baseline, values in results.get("baselines", {}).items():
         rows.append({"name": f"baseline: {baseline.replace('_', ' ')}", "kind": "baseline", **_pick(values)})
     return rows
