@@ -1,5 +1,5 @@
-"""Trains one model: `python -m experiments.train --config=experiments/configs/han_upa.py[:arg]
---workdir=DIR [--config.key=value ...]`.
+"""Trains one model, or an ensemble: `python -m experiments.train --config=experiments/configs/han_upa.py[:arg]
+--workdir=DIR [--config.key=value ...]` (`--config.num_seeds=5`: five seeds in one program).
 
 With no flags it trains HAN with user and product attention on the synthetic corpus. Running the
 same command again on the same workdir resumes the run, or reports it when it has finished.
@@ -35,13 +35,14 @@ def main(argv):
     if FLAGS.keep_freed_memory:
         from jaxreviews.train import allocator
         allocator.keep_freed_memory()
-    from jaxreviews.train import loop  # after flags: importing JAX reads XLA_FLAGS
+    from jaxreviews import ensemble  # after flags: importing JAX reads XLA_FLAGS
+    from jaxreviews.train import loop
 
     logging.set_verbosity(logging.WARNING)  # orbax reports every file it writes at INFO
 
     workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
     try:
-        results = loop.train_and_evaluate(FLAGS.config, workdir)
+        results = ensemble.train_and_evaluate(FLAGS.config, workdir)  # one model unless num_seeds etc. say more
     except loop.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3

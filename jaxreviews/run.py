@@ -35,6 +35,8 @@ from jaxreviews.data.corpus import EncodedReviews
 from jaxreviews.data.text import tokenize_review
 from jaxreviews.data.types import OOV_ID, Review
 from jaxreviews.data.vocab import IdMap, Vocabulary
+from jaxreviews.ensemble import members as members_lib
+from jaxreviews.ensemble.members import combine_outputs
 from jaxreviews.models.mf import TrainingPairs
 from jaxreviews.train import checkpoints, evaluation, step as step_lib
 
@@ -54,6 +56,7 @@ class Run:
     info: dict  # model.json
     step: int  # the step of the parameters
     baselines: dict = dataclasses.field(default_factory=dict)  # training-fitted constant predictions
+    members: int = 0  # an ensemble's members (params have a leading member axis); 0: one model
 
     @property
     def rating_range(self) -> tuple[float, float]:
@@ -136,15 +139,29 @@ class Run:
                        "rating": review.rating if has_rating else None, **result}
 
     def _apply(self, attention: bool):
+        """jit(params, model_state, batch) -> outputs (+ probabilities); an ensemble's are its
+        combined outputs (mean probabilities / ratings) and its members' mean attention weights."""
         model = self.model
 
-        def forward(params, model_state, batch):
+        def single(params, model_state, batch):
             variables = {"params": params, **model_state}
             if attention:
                 outputs, state = model.apply(variables, batch, train=False, mutable=["intermediates"])
-                outputs = dict(outputs, intermediates=state["intermediates"])
+                outputs = dict(outputs, intermediates=state.get("intermediates", {}))
             else:
                 outputs = model.apply(variables, batch, train=False)
+            return outputs
+
+        def forward(params, model_state, batch):
+            if self.members:
+                execution = members_lib.member_execution("auto", self.members)
+                outputs = members_lib.over_members(single, execution, (0, 0, None))(params, model_state, batch)
+                combined = combine_outputs(outputs, self.rating_range, self.num_classes)
+                if "intermediates" in outputs:
+                    combined["intermediates"] = jax.tree.map(lambda x: x.mean(0), outputs["intermediates"])
+                outputs = combined
+            else:
+                outputs = single(params, model_state, batch)
             if "logits" in outputs:
                 outputs = dict(outputs, probabilities=jax.nn.softmax(outputs["logits"], axis=-1))
             return outputs
@@ -197,7 +214,20 @@ class Run:
         """The metrics of results.json (accuracy, macro-F1, RMSE, MAE, NLL, loss, reviews) of a file,
         of review dicts or of ready batches (dicts with "label" and "weight"), and for reviews the
         training-fitted baselines on the same ratings and the unseen / OOV counts."""
-        eval_step = jax.jit(step_lib.make_eval_step(self.model, self.config.model.head, self.num_classes))
+        if self.members:
+            eval_step = members_lib.make_eval_step(self.model, self.config.model.head, self.num_classes,
+                                                   self.rating_range, members_lib.member_execution("auto", self.members))
+            finalize = members_lib.finalize
+        else:
+            eval_step = jax.jit(step_lib.make_eval_step(self.model, self.config.model.head, self.num_classes))
+            finalize = step_lib.finalize_metrics
+
+        def run(batches) -> dict:
+            metrics = evaluation.evaluate(eval_step, self.params, self.model_state, batches, finalize=finalize)
+            if self.members:  # the ensemble's metrics, and each member's
+                return {"metrics": metrics["ensemble"], "members": metrics["members"]}
+            return {"metrics": metrics}
+
         if not isinstance(source, (str, os.PathLike)):
             source = iter(source)
             first = next(source, None)
@@ -205,7 +235,7 @@ class Run:
                 raise ValueError("evaluate: nothing to evaluate")
             source = itertools.chain([first], source)
             if isinstance(first, dict) and "weight" in first and "label" in first:
-                return evaluation.evaluate(eval_step, self.params, self.model_state, source)
+                return run(source)["metrics"]
         counts = {"reviews": 0, "unseen_user": 0, "unseen_product": 0, "tokens": 0, "oov_tokens": 0}
         ratings: list[np.ndarray] = []
 
@@ -221,8 +251,7 @@ class Run:
                                        num_products=len(self.products))
                     yield batch
 
-        metrics = evaluation.evaluate(eval_step, self.params, self.model_state, batches())
-        result = {"metrics": metrics, "data": counts}
+        result = {**run(batches()), "data": counts}
         if self.baselines:
             result["baselines"] = evaluation.score_constant_predictions(
                 np.concatenate(ratings), self.baselines, self.rating_range, self.rating_step)
@@ -251,18 +280,18 @@ def load_run(workdir: str | os.PathLike, which: str = "best") -> Run:
         num_classes=info["num_classes"], rating_range=tuple(info["rating_range"]), rating_mean=info.get("rating_mean"),
         label_prior=None if info.get("label_prior") is None else np.asarray(info["label_prior"]),
         training_pairs=pairs)
-    state, step, results = _restore(workdir, which)
+    state, step, results, meta = _restore(workdir, which)
     baselines = {name: values["prediction"] for name, values in results.get("baselines", {}).items()}
     return Run(workdir=workdir, config=config, vocab=Vocabulary.load(os.path.join(workdir, "vocab.txt")),
                users=IdMap.load(os.path.join(workdir, "users.txt")),
                products=IdMap.load(os.path.join(workdir, "products.txt")), model=model,
                params=jax.tree.map(jnp.asarray, state["params"]),
                model_state=jax.tree.map(jnp.asarray, state.get("model_state") or {}), info=info, step=step,
-               baselines=baselines)
+               baselines=baselines, members=int(meta.get("members", 0)))
 
 
 def _restore(workdir: str, which: str):
-    """(state as plain arrays, its step, results.json or {})."""
+    """(state as plain arrays, its step, results.json or {}, the checkpoint's meta)."""
     if which not in ("best", "latest"):
         raise ValueError(f"which={which!r}: 'best' or 'latest'")
     results = {}
@@ -276,14 +305,15 @@ def _restore(workdir: str, which: str):
             if restored is None:
                 raise FileNotFoundError(f"{workdir} has no checkpoint yet")
             state, meta = restored
-            return state, int(meta["step"]), results
+            return state, int(meta["step"]), results, meta
         best_step = results.get("best_step")
         if best_step is None:  # still training: the best so far, as the latest checkpoint records it
             restored = ckpt.restore_latest(None)
             if restored is None:
                 raise FileNotFoundError(f"{workdir} has no checkpoint yet")
-            best_step = restored[1]["bookkeeping"]["best_step"]
+            bookkeeping = restored[1]["bookkeeping"]  # an ensemble's: the tree of its members' bests
+            best_step = bookkeeping.get("best_step", bookkeeping.get("best_checkpoint_step"))
         state, meta = ckpt.restore_best(None, int(best_step))
-        return state, int(best_step), results
+        return state, int(best_step), results, meta
     finally:
         ckpt.close()

@@ -2,33 +2,12 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = f"--config={REPO}/experiments/configs/han_upa.py:tiny"
-
-
-# Runs of this file share compiled programs through JAX's persistent cache: same results, less time.
-CACHE = os.path.join(os.environ.get("PYTEST_CACHE_ROOT", "/tmp"), f"jaxreviews-test-jit-cache-{os.getuid()}")
-
-
-def train(workdir, *flags, config=TINY, wait=True):
-    command = [sys.executable, "-m", "experiments.train", config, f"--workdir={workdir}", *flags]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    if not wait:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-
-
-def results(workdir):
-    with open(os.path.join(workdir, "results.json")) as f:
-        return json.load(f)
+from tests.training import REPO, TINY, results, train
 
 
 def train_losses(workdir) -> dict[int, float]:

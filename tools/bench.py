@@ -93,6 +93,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--all", action="store_true", help="every reference model, one process each, then a table")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config entry, e.g. --set word_encoder.unroll=2")
+    p.add_argument("--num_seeds", default="", help="K members in one vmapped program, e.g. 1,2,4,8,16: "
+                   "model-docs/s against K separate runs, and memory per member (see bench_members)")
+    p.add_argument("--member_execution", default="vmap", help="with --num_seeds: vmap | map (lax.map)")
+    p.add_argument("--memory_budget", type=float, default=0.0,
+                   help="with --num_seeds: the largest K whose compiled step fits this many GB")
     p.add_argument("--data", default="", help="train over this file's real reviews (see the module docstring)")
     p.add_argument("--format", default="", help="--data's format: tang | amazon ('' = detect)")
     p.add_argument("--layout", default="auto", help="--data batches: auto | packed | padded")
@@ -279,6 +284,89 @@ def bench_jax(args) -> dict:
     result["_finish"] = lambda: result.update(compilations=len(compiles), compile_s=round(sum(compiles), 2),
                                               loss=round(float(loss), 4))
     return result
+
+
+def bench_members(args) -> list[dict]:
+    """K members trained in one program (`jax.vmap` over parameters, optimiser state and keys; one
+    shared batch: what `--config.num_seeds=K` runs) against one model's step, in one process, back
+    to back. Per K: ms per step, model-docs/s (K x batch / step time), `ratio_vs_separate` (K
+    separate runs' time / the K-member step's: >= 1 means one program costs no more than K runs),
+    and XLA's memory analysis of the compiled step: peak bytes, and bytes per member (the growth
+    from K/2, or from 1, members)."""
+    threads = threads_in_use(args.threads)
+    configure_threads(threads)
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxreviews import models
+    from jaxreviews.ensemble import members as members_lib
+    from jaxreviews.models import heads
+
+    config = reference_config(args.model, args)
+    apply_overrides(config, args.set)
+    batch = jax.device_put(random_batch(args.model, models.input_layout(config.name), args))
+    model = models.build_model(config, vocab_size=args.vocab, num_users=args.users, num_products=args.products,
+                               num_classes=args.classes, rating_range=(1.0, float(args.classes)))
+    tx = optax.adam(1e-3)
+
+    def init(key):
+        params = model.init({"params": key}, batch, train=False)["params"]
+        return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+    def train_step(state, batch, key):
+        def loss_fn(params):
+            outputs = model.apply({"params": params}, batch, train=True,
+                                  rngs={"dropout": jax.random.fold_in(key, state["step"])})
+            return heads.loss(outputs, batch, config.head)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        return {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+                "opt_state": opt_state}, loss
+
+    def program(count: int):
+        keys = jax.random.split(jax.random.key(0), count)
+        state = jax.jit(jax.vmap(init))(keys)
+        step = jax.jit(members_lib.over_members(train_step, args.member_execution, (0, None, 0)), donate_argnums=0)
+        compiled = step.lower(state, batch, keys).compile()
+        return state, keys, compiled
+
+    def time_steps(count: int) -> tuple[float, dict]:
+        state, keys, compiled = program(count)
+        for _ in range(max(args.warmup, 1)):
+            state, loss = compiled(state, batch, keys)
+            loss.block_until_ready()
+        times = []
+        for _ in range(args.steps):
+            started = time.perf_counter()
+            state, loss = compiled(state, batch, keys)
+            loss.block_until_ready()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times), members_lib.memory_bytes(compiled)
+
+    counts = [int(k) for k in str(args.num_seeds).split(",") if k.strip()]
+    single_ms, single_memory = time_steps(1)
+    rows, previous = [], (1, single_memory)
+    for count in counts:
+        ms, memory = (single_ms, single_memory) if count == 1 else time_steps(count)
+        if count > 1:  # alternate with the single step: the machine's noise hits both alike
+            single_ms = statistics.median([single_ms, time_steps(1)[0]])
+        row = {"model": args.model, "num_seeds": count, "execution": args.member_execution, "threads": threads,
+               "batch": args.batch,
+               "ms_per_step": round(ms * 1e3, 2), "single_ms_per_step": round(single_ms * 1e3, 2),
+               "model_docs_per_s": round(count * args.batch / ms, 1),
+               "ratio_vs_separate": round(count * single_ms / ms, 2), **memory}
+        if memory and count > previous[0] and previous[1]:
+            row["bytes_per_member"] = int((memory["peak_bytes"] - previous[1]["peak_bytes"]) / (count - previous[0]))
+        if args.memory_budget and memory and "bytes_per_member" in row and row["bytes_per_member"] > 0:
+            budget = args.memory_budget * 2 ** 30
+            fixed = memory["peak_bytes"] - count * row["bytes_per_member"]
+            row["max_members_in_budget"] = int((budget - fixed) // row["bytes_per_member"])
+        rows.append(row)
+        previous = (count, memory)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def run_torch(args) -> dict | None:
@@ -468,6 +556,20 @@ def main(argv=None) -> None:
         return main_data(args)
     if args.all:
         return run_all(args, argv if argv is not None else sys.argv[1:])
+    if args.num_seeds:
+        if args.malloc == "keep":
+            allocator.keep_freed_memory()
+        sys.path.insert(0, REPO)
+        rows = bench_members(args)
+        print()
+        print("| model | K | ms/step | model-docs/s | K separate runs / one K-member step | peak MB | MB per member |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            peak = f"{r['peak_bytes'] / 2 ** 20:.0f}" if "peak_bytes" in r else "-"
+            per = f"{r['bytes_per_member'] / 2 ** 20:.1f}" if "bytes_per_member" in r else "-"
+            print(f"| {r['model']} | {r['num_seeds']} | {r['ms_per_step']} | {r['model_docs_per_s']} | "
+                  f"{r['ratio_vs_separate']:.2f} | {peak} | {per} |")
+        return None
     if args.malloc == "keep":
         allocator.keep_freed_memory()
     sys.path.insert(0, REPO)

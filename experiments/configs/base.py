@@ -13,6 +13,7 @@ import os
 import ml_collections
 
 from jaxreviews import models
+from jaxreviews.ensemble import population
 from jaxreviews.data.pipeline import default_data_config
 from jaxreviews.train import compilation
 from jaxreviews.train.loop import default_train_config
@@ -33,6 +34,13 @@ def make_config(model_name: str, arg: str | None = None) -> ml_collections.Confi
     config.train = default_train_config()
     config.train.epochs = 5
     config.train.patience = 2
+    # Ensembles (jaxreviews.ensemble): members trained in one compiled program, seeds seed..seed+K-1.
+    config.num_seeds = 1
+    config.member_data_order = False  # True: each member its own training order (else the seed's)
+    config.member_execution = "auto"  # vmap | map (lax.map) | auto: map on CPU, vmap elsewhere
+    config.population = population.default_population_config()
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.members = 0  # devices on the members axis; 0 = as many as split members and batch evenly
     _synthetic_sizes(config.model)
     for part in filter(None, (arg or "").split(",")):
         apply_variant(config, part)

@@ -162,14 +162,15 @@ class PackedBatcher:
     `shape` fixes the global batch shape (take it from the training split's batcher for the
     evaluation splits, so evaluation compiles one program); None chooses it from this split.
     `row_multiple`: local row counts are rounded up to it (the devices of a process, so the rows
-    shard evenly over the mesh's data axis).
+    shard evenly over the mesh's data axis). `shape_seeds`: other training orders the chosen shape
+    must hold as well (an ensemble whose members each have their own order batches alike).
     """
 
     def __init__(self, data: EncodedReviews, *, layout: str, batch_size: int, seed: int = 0,
                  rating_range: tuple[float, float] = (1.0, 5.0), rating_step: float = 1.0,
                  process_index: int = 0, process_count: int = 1, shape: PackedShape | None = None,
                  max_sentences: int = 32, max_words: int = 64, max_tokens: int = 512, multiple: int = 4,
-                 row_multiple: int = 1):
+                 row_multiple: int = 1, shape_seeds: tuple[int, ...] = ()):
         if layout not in ("hierarchical", "flat"):
             raise ValueError(f"packed batches are for the hierarchical and flat layouts, not {layout!r}")
         check_split(data, batch_size, process_count)
@@ -202,6 +203,7 @@ class PackedBatcher:
             self.row_length = longest if shape is None else shape.row_length
             self.sentence_row_length = 0
         self.multiple = multiple
+        self.shape_seeds = tuple(shape_seeds)
         self.shape = shape if shape is not None else self._choose_shape()
         if self.shape.reviews != batch_size:
             raise ValueError(f"packed shape has {self.shape.reviews} review slots, batch size is {batch_size}")
@@ -254,7 +256,8 @@ class PackedBatcher:
         swapping reviews (`_fit`). Flat rows need only be as long as the longest review: of the
         (rows, length) pairs that hold every batch, the one with the fewest slots (a batch of 32
         reviews of ~100 tokens fills 6.2 rows of 512: 7 rows waste 11%, 6 rows of 544 waste 3%)."""
-        parts = self._raw_epoch_parts(0) + self._raw_epoch_parts(1)
+        parts = [part for seed in (self.seed, *self.shape_seeds) for epoch in (0, 1)
+                 for part in self._raw_epoch_parts(epoch, seed)]
         if self.layout == "flat":
             self.row_length = self._flat_row_length(parts)
         word_rows = sentence_rows = 1
@@ -284,9 +287,9 @@ class PackedBatcher:
         return max((rows, length) for area, rows, length in feasible if area <= 1.02 * fewest)[1]
 
     # -- plans ----------------------------------------------------------------------------------
-    def _raw_epoch_parts(self, epoch: int) -> list[np.ndarray]:
+    def _raw_epoch_parts(self, epoch: int, seed: int | None = None) -> list[np.ndarray]:
         """The local batches of `epoch`, P per global batch, in step order (before any repair)."""
-        rng = np.random.default_rng([self.seed, epoch])
+        rng = np.random.default_rng([self.seed if seed is None else seed, epoch])
         sizes = group_sizes(len(self.data), self.steps_per_epoch * self.process_count, self.local_batch_size,
                             self.process_count)
         parts = balanced_batches(self.review_tokens, sizes, rng)

@@ -140,6 +140,10 @@ def default_model_config(name: str) -> ml_collections.ConfigDict:
     c.word_dropout = 0.0  # fraction of the words replaced by the OOV id while training (whole words dropped)
     c.dropout = 0.0  # between levels (HAN sentence vectors)
     c.head_dropout = 0.5  # before the head
+    # The embedding and head dropout rates as variables of the "hyperparams" collection instead of
+    # constants: set by `population.head_dropout` / `population.embedding_dropout` (an ensemble's
+    # members train with their own rates in one program).
+    c.dropout_rates_in_state = False
     c.norm = "layer"  # layer | batch | none, on the document vector
     c.collaborative = _collaborative_config()
     if name == "cnn":

@@ -129,6 +129,30 @@ def replace_with_unknown(module: nn.Module, ids: Array, rate: float, train: bool
     return jnp.where(keep, ids, 0)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, as `nn.Dropout` (same random mask for the same rng), whose rate may be a
+    variable: with `rate_in_state` it is read from the "hyperparams" collection (created at init
+    from `rate`), so the members of a vmapped population can each train with their own rate and a
+    checkpoint keeps it."""
+
+    rate: float
+    rate_in_state: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, *, deterministic: bool) -> Array:
+        if self.rate_in_state:
+            rate = self.variable("hyperparams", "rate", lambda: jnp.asarray(self.rate, jnp.float32)).value
+        elif self.rate == 0.0:
+            return x
+        else:
+            rate = self.rate
+        if deterministic:
+            return x
+        keep = 1.0 - rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=x.shape)
+        return jax.lax.select(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+
+
 class Norm(nn.Module):
     """LayerNorm (default), BatchNorm (running statistics in `batch_stats`) or nothing."""
 

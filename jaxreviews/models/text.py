@@ -49,7 +49,8 @@ class TextModel(nn.Module):
             ids = jnp.where(drop, OOV_ID, ids)
         x = layers.WordEmbedding(self.vocab_size, c.embed_dim, freeze=c.freeze_embeddings, dtype=self.dtype,
                                  name="word_embedding")(ids)
-        return nn.Dropout(c.embedding_dropout, deterministic=not train, name="embedding_dropout")(x)
+        return layers.Dropout(c.embedding_dropout, c.get("dropout_rates_in_state", False),
+                              name="embedding_dropout")(x, deterministic=not train)
 
     def user_product(self, batch: dict[str, Array], *, train: bool) -> tuple[Array, tuple[Array, Array]]:
         """([user embedding; product embedding] [B, 2U], (user ids, product ids)). While training a
@@ -89,7 +90,8 @@ class TextModel(nn.Module):
         # Batch statistics of the real reviews only: weight-0 padding slots would shift them.
         real = batch["weight"] > 0 if "weight" in batch else None
         document = layers.Norm(c.norm, self.dtype, name="document_norm")(document, train=train, mask=real)
-        document = nn.Dropout(c.head_dropout, deterministic=not train, name="head_dropout")(document)
+        document = layers.Dropout(c.head_dropout, c.get("dropout_rates_in_state", False),
+                                  name="head_dropout")(document, deterministic=not train)
         return heads.Head(kind, self.num_classes, tuple(self.rating_range), c.head.rating_activation,
                           c.kernel_init, self.dtype, rating_mean=self.rating_mean, label_prior=self.label_prior,
                           name="head")(document, offsets)

@@ -1,7 +1,7 @@
 """Orbax checkpoints of a run: the latest N for resume, and the best by the validation metric.
 
 A checkpoint holds the train state and the loop's bookkeeping (early-stopping counters, the best
-value so far) as JSON. The data position needs no saving: it is a function of the step. The best
+value so far) as JSON. Snapshot ensembles keep every cycle's end in a third manager, `snapshots`. The data position needs no saving: it is a function of the step. The best
 checkpoint is read back by the step the bookkeeping recorded, never "whichever is newest".
 """
 from __future__ import annotations
@@ -26,6 +26,17 @@ class RunCheckpoints:
         self.best = ocp.CheckpointManager(
             os.path.join(directory, "best"), item_handlers=handlers(),
             options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
+        self._snapshot_options = (os.path.join(directory, "snapshots"), handlers, options)
+        self._snapshots = None
+
+    @property
+    def snapshots(self) -> ocp.CheckpointManager:
+        """Every snapshot of a snapshot ensemble (none is deleted); made when first used."""
+        if self._snapshots is None:
+            path, handlers, options = self._snapshot_options
+            self._snapshots = ocp.CheckpointManager(path, item_handlers=handlers(),
+                                                    options=ocp.CheckpointManagerOptions(max_to_keep=None, **options))
+        return self._snapshots
 
     @staticmethod
     def _save(manager, step: int, state, meta: dict) -> None:
@@ -60,6 +71,12 @@ class RunCheckpoints:
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         return restored.state, restored.meta
 
+    def save_snapshot(self, step: int, state, meta: dict) -> None:
+        self._save(self.snapshots, step, state, meta)
+
+    def restore_snapshot(self, target, step: int):
+        return self._restore(self.snapshots, target, step)
+
     def restore_latest(self, target):
         """(state, meta) of the latest checkpoint, or None when the run has none."""
         return self._restore(self.latest, target)
@@ -78,3 +95,5 @@ class RunCheckpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+        if self._snapshots is not None:
+            self._snapshots.close()

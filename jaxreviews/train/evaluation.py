@@ -18,10 +18,12 @@ from jaxreviews.train import step as step_lib
 
 
 def evaluate(eval_step: Callable, params, model_state, batches: Iterable[dict], *,
-             to_device: Callable = jax.device_put, prefetch: int = 2) -> dict:
+             to_device: Callable = jax.device_put, prefetch: int = 2,
+             finalize: Callable[[dict], dict] = step_lib.finalize_metrics) -> dict:
     """Metrics of `params` over `batches` (eval_step from `step.make_eval_step`, usually jitted).
 
-    Batches are built and moved to the device `prefetch` ahead on a background thread."""
+    Batches are built and moved to the device `prefetch` ahead on a background thread. `finalize`
+    turns the summed pytree into metrics (an ensemble's sums hold each member's and the ensemble's)."""
     sums = None
     with batching.prefetching(batches, prefetch, to_device) as on_device:
         for batch in on_device:
@@ -29,7 +31,7 @@ def evaluate(eval_step: Callable, params, model_state, batches: Iterable[dict], 
             sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     if sums is None:
         raise ValueError("evaluate: no batches")
-    return step_lib.finalize_metrics(jax.device_get(sums))
+    return finalize(jax.device_get(sums))
 
 
 def baselines(train_ratings: np.ndarray, test_ratings: np.ndarray, rating_range, rating_step) -> dict:

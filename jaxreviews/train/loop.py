@@ -29,6 +29,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -62,6 +63,7 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.prefetch = 2
     c.tensorboard = True
+    c.snapshots = 0  # > 1: a snapshot ensemble of this many cosine cycles (jaxreviews.ensemble)
     return c
 
 
@@ -120,6 +122,10 @@ class Experiment:
         sharding = NamedSharding(self.mesh, P("data"))
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
+    def train_to_device(self, batch: dict) -> dict:
+        """A training batch on the mesh (an ensemble's members may each have their own)."""
+        return self.to_device(batch)
+
     def init_state(self, key: jax.Array) -> step_lib.TrainState:
         example = self.to_device(next(iter(self.train_batches.epoch(0))))
         replicated = NamedSharding(self.mesh, P())
@@ -132,8 +138,12 @@ class Experiment:
                                    to_device=self.to_device, prefetch=self.config.train.prefetch)
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
-    """Data, batchers, model, optimiser and jitted steps of `config`; writes the run's tables."""
+def setup(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None = None,
+          make_steps: Callable | None = None, optimizer_options: dict | None = None) -> Experiment:
+    """Data, batchers, model, optimiser and jitted steps of `config`; writes the run's tables.
+
+    An ensemble passes its own `mesh` (axes "members" and "data"), `make_steps` (vmapped steps) and
+    `optimizer_options` (`optimizers.make_optimizer`'s cycles / injected hyperparameters)."""
     compilation.enable_persistent_cache(config.get("compilation_cache_dir", ""))
     compile_clock = compilation.CompileClock()
     is_main = jax.process_index() == 0
@@ -142,9 +152,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
     if is_main:
         splits.save_tables(workdir)
     batch_size = config.train.batch_size
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    if batch_size % mesh.size:
-        raise ValueError(f"train.batch_size={batch_size} must be a multiple of the {mesh.size} devices")
+    mesh = Mesh(np.array(jax.devices()), ("data",)) if mesh is None else mesh
+    if batch_size % mesh.shape["data"]:
+        raise ValueError(f"train.batch_size={batch_size} must be a multiple of the {mesh.shape['data']} devices "
+                         "of the mesh's data axis")
     train_batches, valid_batches, test_batches = make_batchers(config, splits)
     if is_main:
         _print_data(splits, train_batches, mesh, batch_size, time.perf_counter() - started)
@@ -159,20 +170,52 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Experiment:
     model = models.build_model(config.model, pretrained_embeddings=splits.pretrained, **sizes, **statistics)
     model_info = model_description(config, splits, sizes, statistics, train_batches, workdir)
     tx, schedule = optimizers.make_optimizer(config.optimizer, steps_per_epoch=train_batches.steps_per_epoch,
-                                             total_epochs=config.train.epochs, batch_size=batch_size)
-    options = dict(l1=config.optimizer.l1, l2=config.optimizer.l2)
-    head = config.model.head
+                                             total_epochs=config.train.epochs, batch_size=batch_size,
+                                             **(optimizer_options or {}))
+    train_step, logged_step, eval_step = (make_steps or single_model_steps)(model, tx, config, splits.num_classes)
     return Experiment(
         config=config, workdir=workdir, splits=splits, train_batches=train_batches, valid_batches=valid_batches,
         test_batches=test_batches, model=model, model_info=model_info, tx=tx, schedule=schedule, mesh=mesh,
-        train_step=jax.jit(step_lib.make_train_step(model, tx, head, norms=False, **options), donate_argnums=0),
-        logged_step=jax.jit(step_lib.make_train_step(model, tx, head, norms=True, **options), donate_argnums=0),
-        eval_step=jax.jit(step_lib.make_eval_step(model, head, splits.num_classes)), compile_clock=compile_clock)
+        train_step=train_step, logged_step=logged_step, eval_step=eval_step, compile_clock=compile_clock)
+
+
+def single_model_steps(model, tx, config: ml_collections.ConfigDict, num_classes: int):
+    """(train step, logged train step, eval step) of one model, jitted, the state donated."""
+    options = dict(l1=config.optimizer.l1, l2=config.optimizer.l2)
+    head = config.model.head
+    return (jax.jit(step_lib.make_train_step(model, tx, head, norms=False, **options), donate_argnums=0),
+            jax.jit(step_lib.make_train_step(model, tx, head, norms=True, **options), donate_argnums=0),
+            jax.jit(step_lib.make_eval_step(model, head, num_classes)))
 
 
 def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits):
     """(train, validation, test) batchers of `data.layout`; evaluation reuses the training shapes,
     so it compiles one program per training shape and no more."""
+    train = train_batcher(config, splits, shuffle_seed(config))
+    packed, common, caps = _batcher_options(config, splits)
+    if packed:
+        return (train, packing.PackedBatcher(splits.validation, shape=train.shape, **caps, **common),
+                packing.PackedBatcher(splits.test, shape=train.shape, **caps, **common))
+    return (train, batching.Batcher(splits.validation, buckets=train.buckets, **common),
+            batching.Batcher(splits.test, buckets=train.buckets, **common))
+
+
+def train_batcher(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, seed: int, *, like=None):
+    """The training batcher of order `seed`; `like`: another's batcher whose shapes it takes (an
+    ensemble's members with their own orders must batch alike)."""
+    packed, common, caps = _batcher_options(config, splits)
+    if packed:
+        shape = None if like is None else like.shape
+        orders = [shuffle_seed(config) + i for i in range(int(config.get("num_seeds", 1)))]
+        others = tuple(o for o in orders if o != seed) if config.get("member_data_order", False) else ()
+        return packing.PackedBatcher(splits.train, seed=seed, row_multiple=jax.local_device_count(), shape=shape,
+                                     shape_seeds=others, **caps, **common)
+    if like is not None:
+        return batching.Batcher(splits.train, seed=seed, buckets=like.buckets, **common)
+    return batching.Batcher(splits.train, seed=seed, num_buckets=config.data.num_buckets, **caps, **common)
+
+
+def _batcher_options(config: ml_collections.ConfigDict, splits: pipeline.DataSplits):
     data = config.data
     layout = models.input_layout(config.model.name)
     common = dict(layout=layout, batch_size=config.train.batch_size, rating_range=splits.rating_range,
@@ -180,14 +223,14 @@ def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits
                   process_count=jax.process_count())
     caps = dict(max_sentences=data.max_sentences, max_words=data.max_words, max_tokens=data.max_tokens,
                 multiple=data.bucket_multiple)
-    if models.batch_layout(config.model.name, data.get("layout", "auto")) == "packed":
-        train = packing.PackedBatcher(splits.train, seed=config.seed, row_multiple=jax.local_device_count(),
-                                      **caps, **common)
-        return (train, packing.PackedBatcher(splits.validation, shape=train.shape, **caps, **common),
-                packing.PackedBatcher(splits.test, shape=train.shape, **caps, **common))
-    train = batching.Batcher(splits.train, seed=config.seed, num_buckets=data.num_buckets, **caps, **common)
-    return (train, batching.Batcher(splits.validation, buckets=train.buckets, **common),
-            batching.Batcher(splits.test, buckets=train.buckets, **common))
+    packed = models.batch_layout(config.model.name, data.get("layout", "auto")) == "packed"
+    return packed, common, caps
+
+
+def shuffle_seed(config: ml_collections.ConfigDict) -> int:
+    """The seed of the training order: `data.shuffle_seed`, or the run's seed when it is -1."""
+    seed = config.data.get("shuffle_seed", -1)
+    return config.seed if seed < 0 else seed
 
 
 def model_description(config, splits, sizes: dict, statistics: dict, train_batches, workdir: str) -> dict:
@@ -216,7 +259,8 @@ def _print_data(splits, train_batches, mesh, batch_size: int, seconds: float) ->
     print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
           f"reviews, vocabulary {len(splits.vocab)}, {len(splits.users) - 1} users, "
           f"{len(splits.products) - 1} products ({seconds:.1f}s)")
-    print(f"devices: {mesh.size} devices ({jax.devices()[0].platform}), {jax.process_count()} processes, "
+    axes = "" if len(mesh.shape) == 1 else f", mesh {dict(mesh.shape)}"
+    print(f"devices: {mesh.size} devices ({jax.devices()[0].platform}){axes}, {jax.process_count()} processes, "
           f"global batch {batch_size}")
     kind = "packed batches" if padding.get("layout") == "packed" else "buckets"
     sentences = f" (sentence slots {padding['sentence_efficiency']:.1%})" if "sentence_efficiency" in padding else ""
@@ -272,6 +316,11 @@ def restore_or_create(experiment: Experiment, ckpt: checkpoints.RunCheckpoints,
     return state, stopping.load_state_dict(meta["bookkeeping"]), True
 
 
+def state_step(state: step_lib.TrainState) -> int:
+    """The step of a state (an ensemble's members all have the same)."""
+    return int(np.ravel(jax.device_get(state.step))[0])
+
+
 def run_key(config: ml_collections.ConfigDict) -> jax.Array:
     """The key every step folds its step number into (dropout, unknown-id replacement)."""
     return jax.random.split(jax.random.key(config.seed))[1]
@@ -321,9 +370,9 @@ class Fit:
         self.experiment, self.state, self.stopping, self.ckpt = experiment, state, stopping, ckpt
         config = experiment.config
         self.train = config.train
-        self.step = int(state.step)
+        self.step = state_step(state)
         self.last_saved = self.step
-        self.key = run_key(config)
+        self.key = self.make_key()
         self.writer = reporting.MetricWriter(experiment.workdir, tensorboard=self.train.tensorboard,
                                              resume_step=self.step if resumed else None)
         self.progress = reporting.Progress(experiment.total_steps, every=self.train.log_every_steps)
@@ -335,6 +384,10 @@ class Fit:
         self.trained_reviews = 0
         self.preempted = False
         self.train_seconds = 0.0
+
+    def make_key(self) -> jax.Array:
+        """The key of every step's randomness (an ensemble: one per member)."""
+        return run_key(self.experiment.config)
 
     # periodic actions
     def meta(self) -> dict:
@@ -367,27 +420,37 @@ class Fit:
         experiment.compile_clock.take()  # compilation during evaluation is inside `spent` already
 
     def log(self, values: dict, step: int, epoch: int) -> None:
-        """The train record of the step before `step` (its metrics arrive one step late)."""
+        """The train record of the step before `step` (its metrics arrive one step late). An
+        ensemble's metrics have a member axis: the record holds their mean, and each member's loss."""
         micro_step = step - 1
-        record = {"loss": values["loss"], "lr": optimizers.learning_rate_at(
+        loss = np.asarray(values["loss"], np.float64)
+        record = {"loss": float(loss.mean()), "lr": optimizers.learning_rate_at(
             self.experiment.schedule, micro_step, self.experiment.config.optimizer.accumulation_steps)}
-        record.update({name: values[name] for name in step_lib.NORMS if name in values})
+        if loss.ndim:
+            record["member_loss"] = [round(float(x), 6) for x in loss]
+        record.update({name: float(np.mean(values[name])) for name in step_lib.NORMS if name in values})
+        weight = np.maximum(np.asarray(values["weight"], np.float64), 1e-9)
         if "correct" in values:
-            record["accuracy"] = float(values["correct"]) / max(float(values["weight"]), 1e-9)
+            record["accuracy"] = float(np.mean(np.asarray(values["correct"], np.float64) / weight))
         self.writer.write("train", step, record, scalars=self.log_every.due(step))
-        self.trained_reviews += int(values["weight"])
-        self.progress.update(step, int(values["weight"]), f"epoch {epoch + 1} loss {values['loss']:.4f}")
+        reviews = int(np.ravel(values["weight"])[0])  # every member sees as many reviews
+        self.trained_reviews += reviews
+        self.progress.update(step, reviews, f"epoch {epoch + 1} loss {record['loss']:.4f}")
 
     def check(self, metrics, at_step: int) -> dict:
         """The step's metrics on the host; a non-finite loss stops the run with what to do."""
         values = jax.device_get(metrics)
-        loss = float(values["loss"])
-        if not math.isfinite(loss):
-            grad_norm = f"{float(values['grad_norm']):.3g}" if "grad_norm" in values else "not computed at this step"
+        losses = np.ravel(np.asarray(values["loss"], np.float64))
+        if not np.all(np.isfinite(losses)):
+            bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+            loss = losses[bad]
+            member = f" of member {bad}" if np.ndim(values["loss"]) else ""
+            grad_norm = (f"{float(np.ravel(values['grad_norm'])[bad]):.3g}" if "grad_norm" in values
+                         else "not computed at this step")
             lr = optimizers.learning_rate_at(self.experiment.schedule, at_step,
                                              self.experiment.config.optimizer.accumulation_steps)
             raise NonFiniteLossError(
-                f"step {at_step}: the loss is {loss} (grad norm {grad_norm}). Likely cause: a learning rate "
+                f"step {at_step}: the loss{member} is {loss} (grad norm {grad_norm}). Likely cause: a learning rate "
                 f"too high ({lr:.3g}) or no gradient clipping (optimizer.clip_norm). The last good checkpoint "
                 f"(step {self.last_saved}) in {self.experiment.workdir} is intact.")
         return values
@@ -430,7 +493,7 @@ class Fit:
     def run_epoch(self, epoch: int, start: int, preemption: _Preemption) -> None:
         experiment = self.experiment
         batches = experiment.train_batches.epoch(epoch, start)
-        with batching.prefetching(batches, self.train.prefetch, experiment.to_device) as on_device:
+        with batching.prefetching(batches, self.train.prefetch, experiment.train_to_device) as on_device:
             for batch in on_device:
                 self.train_step(batch, epoch)
                 if self.after_step():
@@ -509,8 +572,14 @@ def final_results(experiment: Experiment, fit: Fit) -> dict:
     return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains `config` in `workdir`, resuming from its checkpoints; returns the results dict."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, setup_fn: Callable = setup,
+                       restore_fn: Callable = restore_or_create, fit_class: type = None,
+                       results_fn: Callable = final_results) -> dict:
+    """Trains `config` in `workdir`, resuming from its checkpoints; returns the results dict.
+
+    The parts are replaceable: an ensemble (jaxreviews.ensemble) passes its own setup, restore,
+    Fit and results, and keeps everything else (resume, config checks, outputs) as it is here."""
+    fit_class = Fit if fit_class is None else fit_class
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
     results_path = os.path.join(workdir, "results.json")
@@ -531,21 +600,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
-    experiment = setup(config, workdir)
-    state, stopping, resumed = restore_or_create(experiment, ckpt)
+    experiment = setup_fn(config, workdir)
+    state, stopping, resumed = restore_fn(experiment, ckpt)
     if is_main:
         sizes = models.count_parameters(state.params)
-        print(f"model {config.model.name}: {sizes['total']:,} parameters "
-              f"({', '.join(f'{k} {v:,}' for k, v in sizes.items() if k != 'total')})")
+        members = int(np.ravel(jax.device_get(state.step)).size) if np.ndim(state.step) else 0
+        per = max(1, members)
+        print(f"model {config.model.name}: {sizes['total'] // per:,} parameters "
+              f"({', '.join(f'{k} {v // per:,}' for k, v in sizes.items() if k != 'total')})"
+              + (f", {members} members" if members else ""))
         if resumed:
-            print(f"resumed from step {int(state.step)} of {experiment.total_steps}")
-    fit = Fit(experiment, state, stopping, ckpt, resumed=resumed)
+            print(f"resumed from step {state_step(state)} of {experiment.total_steps}")
+    fit = fit_class(experiment, state, stopping, ckpt, resumed=resumed)
     try:
         fit.run()
         if fit.preempted:
             return {"preempted": True, "step": fit.step}
-        results = final_results(experiment, fit)
-        fit.writer.write("test", fit.step, dict(results["test"]))
+        results = results_fn(experiment, fit)
+        fit.writer.write("test", fit.step, {k: v for k, v in results["test"].items() if not isinstance(v, list)})
     finally:
         fit.close()
     if is_main:
@@ -567,22 +639,36 @@ def _text_only_reference(config) -> dict | None:
 
 
 def format_results(results: dict) -> str:
-    """The closing table: the model beside the baselines (and reference figures when known)."""
-    rows = [(f"{results.get('model', 'model')} (test)", results["test"])]
+    """The closing table: the model beside the baselines (and reference figures when known); an
+    ensemble's members as mean ± std beside the ensemble."""
+    columns = ("accuracy", "macro_f1", "rmse", "mae")
+    model = results.get("model", "model")
+    rows = []
+    if "members_mean" in results:
+        count = len(results.get("members", []))
+        rows.append((f"{model} ensemble of {count} (test)", {k: f"{results['ensemble'][k]:.4f}" for k in columns
+                                                              if k in results["ensemble"]}))
+        rows.append((f"{model} members (test, mean ± std)",
+                     {k: f"{results['members_mean'][k]:.4f}±{results['members_std'][k]:.4f}" for k in columns
+                      if k in results["members_mean"]}))
+    else:
+        rows.append((f"{model} (test)", results["test"]))
     rows += [(f"baseline: {name}", values) for name, values in results["baselines"].items()]
     for name, values in (results.get("reference") or {}).items():
         if isinstance(values, dict):
             rows.append((f"reference: {name}", values))
-    columns = ("accuracy", "macro_f1", "rmse", "mae")
-    lines = [f"{'':40}" + "".join(f"{c:>10}" for c in columns)]
+    width = 16 if "members_mean" in results else 10
+    lines = [f"{'':40}" + "".join(f"{c:>{width}}" for c in columns)]
     for name, values in rows:
-        cells = [f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-" for k in columns]
-        lines.append(f"{name:40}" + "".join(f"{c:>10}" for c in cells))
+        cells = [values[k] if isinstance(values.get(k), str) else
+                 f"{values[k]:.4f}" if isinstance(values.get(k), (int, float)) else "-" for k in columns]
+        lines.append(f"{name:40}" + "".join(f"{c:>{width}}" for c in cells))
     lines.append(f"param_checksum {results['param_checksum']}")
     lines.append(f"compilations {results.get('compilations')}")
     if "compile" in results:
-        lines.append(f"training {results['train_seconds']:.1f}s ({results['docs_per_s']:,.0f} docs/s), evaluation "
-                     f"{results['eval_seconds']:.1f}s, compilation {results['compile']['seconds']:.1f}s "
+        members = f", {results['model_docs_per_s']:,.0f} model-docs/s" if "model_docs_per_s" in results else ""
+        lines.append(f"training {results['train_seconds']:.1f}s ({results['docs_per_s']:,.0f} docs/s{members}), "
+                     f"evaluation {results['eval_seconds']:.1f}s, compilation {results['compile']['seconds']:.1f}s "
                      f"({results['compile']['programs']} programs compiled, {results['compile']['cache_reads']} "
                      "read from the cache)")
     return "\n".join(lines)

@@ -85,6 +85,26 @@ def make_schedule(config: ml_collections.ConfigDict, *, steps_per_epoch: int, to
     return main
 
 
+def cycle_boundaries(total_steps: int, cycles: int) -> list[int]:
+    """The optimiser steps at which `cycles` equal cycles over `total_steps` start (and the end)."""
+    return [round(m * total_steps / cycles) for m in range(cycles + 1)]
+
+
+def cyclic_cosine_schedule(peak: float, total_steps: int, cycles: int) -> optax.Schedule:
+    """Snapshot ensembles' schedule (Huang et al. 2017): `cycles` equal cycles, each a cosine from
+    `peak` to near 0, restarting at `peak`; a snapshot is taken at the end of each."""
+    boundaries = jnp.asarray(cycle_boundaries(total_steps, cycles), jnp.int32)
+
+    def schedule(count):
+        count = jnp.asarray(count, jnp.int32)
+        cycle = jnp.clip(jnp.searchsorted(boundaries, count, side="right") - 1, 0, cycles - 1)
+        start, end = boundaries[cycle], boundaries[cycle + 1]
+        position = (count - start).astype(jnp.float32) / jnp.maximum(end - start, 1).astype(jnp.float32)
+        return peak * 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(position, 0.0, 1.0)))
+
+    return schedule
+
+
 class GatedState(NamedTuple):
     count: jax.Array
     inner: Any
@@ -132,10 +152,57 @@ def freeze_labels(params, pattern: str):
         lambda path, _: "frozen" if regex.search(path_name(path)) else "trainable", params)
 
 
+INJECTABLE = ("learning_rate", "weight_decay")
+
+
 def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_epochs: int,
-                   batch_size: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    schedule = make_schedule(config, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs,
-                             batch_size=batch_size)
+                   batch_size: int, cycles: int = 0,
+                   injected: tuple[str, ...] = ()) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(tx, schedule) of `config`. `cycles` > 1 replaces the config's schedule (which must be the
+    default "constant") by `cyclic_cosine_schedule` over the run's steps: snapshot ensembles.
+
+    `injected` names hyperparameters (of `INJECTABLE`) that `optax.inject_hyperparams` keeps as
+    arrays in the optimiser state, where `optax.tree.set` can give each member of a vmapped
+    population its own value: "learning_rate" is the peak the schedule is scaled to, and
+    "weight_decay" the decoupled decay.
+    """
+    for name in injected:
+        if name not in INJECTABLE:
+            raise ValueError(f"{name!r} cannot vary per member; choose from {INJECTABLE}")
+    if cycles > 1:
+        if config.schedule.name != "constant":
+            raise ValueError(f"train.snapshots={cycles} sets its own cyclic cosine schedule; "
+                             f"optimizer.schedule.name={config.schedule.name!r} would be ignored: leave it 'constant'")
+        total = max(1, steps_per_epoch // max(1, config.accumulation_steps)) * total_epochs
+        schedule = cyclic_cosine_schedule(peak_learning_rate(config, batch_size), total, cycles)
+    else:
+        schedule = make_schedule(config, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs,
+                                 batch_size=batch_size)
+    base_learning_rate = config.learning_rate
+
+    def build(learning_rate=base_learning_rate, weight_decay=config.weight_decay):
+        scaled = schedule
+        if "learning_rate" in injected:  # the schedule's shape, its peak at this member's rate
+            def scaled(count):
+                return schedule(count) * (learning_rate / base_learning_rate)
+        return _transform(config, scaled, weight_decay, decay_always="weight_decay" in injected,
+                          steps_per_epoch=steps_per_epoch)
+
+    if injected:  # the others stay Python numbers (static)
+        static = tuple(name for name in INJECTABLE if name not in injected)
+        tx = optax.inject_hyperparams(build, static_args=static)(
+            **{name: getattr(config, name) for name in injected})
+    else:
+        tx = build()
+    if config.accumulation_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=config.accumulation_steps)
+    return tx, schedule
+
+
+def _transform(config: ml_collections.ConfigDict, schedule: optax.Schedule, weight_decay, *,
+               decay_always: bool, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The update rule: the optimiser's core, decoupled decay, the learning rate, clipping and
+    frozen groups."""
     if config.name in ("adam", "adamw"):
         core = optax.scale_by_adam(config.b1, config.b2, config.eps)
     elif config.name == "sgd":
@@ -148,11 +215,11 @@ def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, t
                            optax.trace(config.momentum) if config.momentum else optax.identity())
     else:
         raise ValueError(f"optimizer.name={config.name!r}: choose one of {OPTIMIZERS}")
+
     def chain(learning_rate: optax.Schedule) -> optax.GradientTransformation:
         parts = [core]
-        if config.weight_decay:
-            parts.append(optax.add_decayed_weights(config.weight_decay,
-                                                   mask=decay_mask(config.get("weight_decay_on", ""))))
+        if decay_always or weight_decay:
+            parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask(config.get("weight_decay_on", ""))))
         return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
 
     tx = chain(schedule)
@@ -171,9 +238,7 @@ def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, t
                                    lambda params: freeze_labels(params, config.freeze))
         if config.clip_norm:
             tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
-    if config.accumulation_steps > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=config.accumulation_steps)
-    return tx, schedule
+    return tx
 
 
 _PENALISED = re.compile(r"(kernel|embedding)(_\d+)?$")
