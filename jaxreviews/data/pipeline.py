@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
-from jaxreviews.data import corpus, duplicates, readers, synthetic
+from jaxreviews.data import corpus, duplicates, readers, synthetic, word_vectors
 from jaxreviews.data.corpus import EncodedReviews
 from jaxreviews.data.vocab import IdMap, Vocabulary, load_word_vectors
 
@@ -61,9 +61,6 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.tfds_data_dir = ""  # where TFDS keeps prepared data sets; "" = TFDS's default (~/tensorflow_datasets)
     c.split_fractions = (0.8, 0.1, 0.1)
     c.split_seed = 0
-    # The training order's seed; -1 = the run's `seed`. An ensemble's members share the order of
-    # the run's seed, so member i equals a single run with seed + i and this set to the seed.
-    c.shuffle_seed = -1
     c.valid_fraction = 0.1  # held out of `train` when there is no `valid` file
     # (low, high), e.g. --config.data.rating_range="(1, 10)"; None = read from the training data.
     c.rating_range = config_dict.placeholder(tuple)
@@ -73,6 +70,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.min_count = 1
     c.max_vocab = 50000
     c.pretrained_vectors = ""  # GloVe / word2vec text file
+    # Or train skip-gram vectors on the TRAINING split's text before the run (data/word_vectors.py),
+    # cached beside the data (or in data.pretrain.cache_dir) by a hash of the text and options.
+    c.pretrain_vectors = False
+    c.pretrain = word_vectors.default_pretrain_options()
     c.layout = "auto"  # auto | packed | padded: packed rows with segment ids, or [B, S, W] / [B, T] buckets
     c.num_buckets = 6  # padded layout only
     c.max_sentences = 32
@@ -467,8 +468,16 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
         reports[name] = split.unseen_counts()
     reports["vocab_size"], reports["users"], reports["products"] = len(vocab), len(users) - 1, len(products) - 1
     pretrained = None
-    if config.pretrained_vectors:
-        vectors = load_word_vectors(os.path.expanduser(config.pretrained_vectors), vocab)
+    vectors_path = config.pretrained_vectors
+    if config.get("pretrain_vectors"):
+        if vectors_path:
+            raise ValueError(f"data.pretrain_vectors=True trains vectors on the training split, data.pretrained_vectors="
+                             f"{vectors_path!r} reads a file: set one of them")
+        data_paths = [p for p in (config.path, config.train) if p]
+        vectors_path, reports["pretrain_vectors"] = word_vectors.cached_training_vectors(
+            train_source, split_indices["train"], config.pretrain, data_paths=data_paths)
+    if vectors_path:
+        vectors = load_word_vectors(os.path.expanduser(vectors_path), vocab)
         pretrained = vectors.matrix
         reports["pretrained_coverage"] = round(vectors.coverage, 4)
     return DataSplits(encoded["train"], encoded["validation"], encoded["test"], vocab, users, products,
