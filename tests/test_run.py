@@ -118,6 +118,7 @@ def test_the_predict_and_evaluate_commands(han_upa_run, files, tmp_path):
     pytest.param("han", ("--config.data.layout=padded",), marks=pytest.mark.slow),
     pytest.param("bilstm", (), marks=pytest.mark.slow),
     pytest.param("svdpp", (), marks=pytest.mark.slow),
+    pytest.param("transformer", (), marks=pytest.mark.slow),
 ])
 def test_every_config_loads_predicts_and_evaluates(tmp_path, files, config, flags):
     workdir = train_on_files(tmp_path / config, files, config, *flags)
