@@ -301,7 +301,7 @@ def test_models_jit_and_vmap_over_parameters():
 
 def test_bad_options_raise_actionable_errors():
     with pytest.raises(ValueError, match="cell|encoder kind"):
-        shapes(tiny_config("rnn", encoder__kind="transformer"))
+        shapes(tiny_config("rnn", encoder__kind="mamba"))
     with pytest.raises(ValueError, match="pooling"):
         shapes(tiny_config("rnn", pooling="median"))
     with pytest.raises(ValueError, match="head kind"):
