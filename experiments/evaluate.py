@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 from absl import app, flags, logging
 
 flags.DEFINE_string("workdir", None, "A run directory written by experiments.train.", required=True)
@@ -24,11 +25,18 @@ FLAGS = flags.FLAGS
 
 def format_evaluation(name: str, result: dict) -> str:
     columns = ("accuracy", "macro_f1", "rmse", "mae")
-    rows = [(f"{name} on {os.path.basename(FLAGS.input)}", result["metrics"])]
-    rows += [(f"baseline: {key}", values) for key, values in result.get("baselines", {}).items()]
-    lines = [f"{'':44}" + "".join(f"{c:>10}" for c in columns)]
+    members = result.get("members")
+    label = f"{name}{f' ensemble of {len(members)}' if members else ''} on {os.path.basename(FLAGS.input)}"
+    rows = [(label, {c: f"{v:.4f}" for c, v in result["metrics"].items() if c in columns})]
+    if members:  # an ensemble: its members as mean ± std
+        rows.append(("members (mean ± std)", {c: f"{np.mean([m[c] for m in members]):.4f}±"
+                                                 f"{np.std([m[c] for m in members], ddof=1):.4f}" for c in columns}))
+    rows += [(f"baseline: {key}", {c: f"{v:.4f}" for c, v in values.items() if c in columns})
+             for key, values in result.get("baselines", {}).items()]
+    width = 16 if members else 10
+    lines = [f"{'':44}" + "".join(f"{c:>{width}}" for c in columns)]
     for label, values in rows:
-        lines.append(f"{label:44}" + "".join(f"{values[c]:>10.4f}" if c in values else f"{'-':>10}" for c in columns))
+        lines.append(f"{label:44}" + "".join(f"{values.get(c, '-'):>{width}}" for c in columns))
     data = result.get("data")
     if data:
         lines.append(f"{data['reviews']:,} reviews: {data['unseen_user']:,} with a user and {data['unseen_product']:,} "

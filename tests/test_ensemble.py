@@ -235,3 +235,14 @@ def test_members_axis_takes_the_devices_that_split_members_and_batch():
     assert members_lib.members_axis_size(5, 1, 16) == 1
     with pytest.raises(ValueError, match="must divide"):
         members_lib.members_axis_size(6, 8, 16, requested=4)
+
+
+@pytest.mark.slow
+def test_the_ensemble_is_no_worse_than_its_mean_member_on_the_synthetic_corpus(tmp_path):
+    ran(tmp_path, "--config.num_seeds=3", "--config.train.epochs=3", config=f"--config={REPO}/experiments/configs/cnn.py")
+    r = results(tmp_path)
+    assert r["test"]["reviews"] == 2000
+    assert r["ensemble"]["accuracy"] >= r["members_mean"]["accuracy"]
+    assert r["ensemble"]["macro_f1"] >= r["members_mean"]["macro_f1"]
+    assert r["ensemble"]["rmse"] <= r["members_mean"]["rmse"]
+    assert r["ensemble"]["nll"] <= r["members_mean"]["nll"]

@@ -337,13 +337,14 @@ def bench_members(args) -> list[dict]:
         for _ in range(max(args.warmup, 1)):
             state, loss = compiled(state, batch, keys)
             loss.block_until_ready()
-        times = []
+        times, cpu = [], time.process_time()
         for _ in range(args.steps):
             started = time.perf_counter()
             state, loss = compiled(state, batch, keys)
             loss.block_until_ready()
             times.append(time.perf_counter() - started)
-        return statistics.median(times), members_lib.memory_bytes(compiled)
+        cpu_ms = (time.process_time() - cpu) / args.steps * 1e3
+        return statistics.median(times), {**members_lib.memory_bytes(compiled), "cpu_ms_per_step": round(cpu_ms, 1)}
 
     counts = [int(k) for k in str(args.num_seeds).split(",") if k.strip()]
     single_ms, single_memory = time_steps(1)

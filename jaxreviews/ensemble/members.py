@@ -102,7 +102,8 @@ def member_execution(option: str, num_members: int, mesh: Mesh | None = None) ->
 
 
 def over_members(fn: Callable, execution: str, in_axes: tuple) -> Callable:
-    """`fn` applied to every member: vmapped, or `lax.map`ped over the arguments whose axis is 0."""
+    """`fn` applied to every member: vmapped, or one member after another (`lax.map`) over the
+    arguments whose axis is 0."""
     if execution == "vmap":
         return jax.vmap(fn, in_axes=in_axes)
 
