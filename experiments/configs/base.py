@@ -14,6 +14,7 @@ import ml_collections
 
 from jaxreviews import models
 from jaxreviews.ensemble import population
+from jaxreviews.tune.space import default_search_config
 from jaxreviews.data.pipeline import default_data_config
 from jaxreviews.train import compilation
 from jaxreviews.train.loop import default_train_config
@@ -41,6 +42,8 @@ def make_config(model_name: str, arg: str | None = None) -> ml_collections.Confi
     config.population = population.default_population_config()
     config.mesh = ml_collections.ConfigDict()
     config.mesh.members = 0  # devices on the members axis; 0 = as many as split members and batch evenly
+    # Hyperparameter search (experiments.sweep, jaxreviews.tune): the space and how trials are scored.
+    config.search = default_search_config()
     _synthetic_sizes(config.model)
     for part in filter(None, (arg or "").split(",")):
         apply_variant(config, part)

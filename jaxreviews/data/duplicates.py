@@ -109,3 +109,16 @@ def group_split(
     split_of_group[order] = np.searchsorted(cuts, middles, side="right")
     split_of_review = split_of_group[review_group]
     return tuple(np.flatnonzero(split_of_review == split) for split in range(len(fractions)))
+
+
+def group_folds(group_ids: Sequence[int] | np.ndarray, folds: int, *, seed: int = 0) -> np.ndarray:
+    """int64 [N] fold (0..folds-1) of each review for K-fold cross-validation, all copies of a
+    group in one fold: `group_split` into `folds` equal fractions, so each fold's size is within
+    half the largest group of N / folds, and the folds depend only on (group_ids, folds, seed)."""
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    parts = group_split(group_ids, fractions=(1.0 / folds,) * folds, seed=seed)
+    fold_of = np.empty(len(np.asarray(group_ids)), np.int64)
+    for fold, indices in enumerate(parts):
+        fold_of[indices] = fold
+    return fold_of

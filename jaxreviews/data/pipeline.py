@@ -62,6 +62,11 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.split_fractions = (0.8, 0.1, 0.1)
     c.split_seed = 0
     c.valid_fraction = 0.1  # held out of `train` when there is no `valid` file
+    # K-fold cross-validation (folds >= 2): the reviews outside the test split (train + validation
+    # of split_fractions, or the data.train file) are cut into `folds` folds by split_seed, copies
+    # of a review in one fold; fold `fold` is the validation split, the others train.
+    c.folds = 0
+    c.fold = 0
     # (low, high), e.g. --config.data.rating_range="(1, 10)"; None = read from the training data.
     c.rating_range = config_dict.placeholder(tuple)
     c.rating_step = config_dict.placeholder(float)  # e.g. 0.5 for half stars; None = read from the training data
@@ -372,6 +377,28 @@ def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, re
     return parts, scale
 
 
+def _fold(groups: np.ndarray, indices: np.ndarray, folds: int, fold: int, seed: int):
+    """(train, validation) of K-fold cross-validation over `indices`: fold `fold` of `folds`
+    (duplicate groups kept whole, `duplicates.group_folds`) is the validation split."""
+    fold_of = duplicates.group_folds(groups[indices], folds, seed=seed)
+    return indices[fold_of != fold], indices[fold_of == fold]
+
+
+def check_folds(config: ml_collections.ConfigDict) -> int:
+    """The number of folds of `config` (0: no cross-validation), checked."""
+    folds, fold = int(config.get("folds", 0) or 0), int(config.get("fold", 0) or 0)
+    if folds in (0, 1):
+        if fold:
+            raise ValueError(f"data.fold={fold} needs data.folds >= 2 (K-fold cross-validation)")
+        return 0
+    if folds < 0 or not 0 <= fold < folds:
+        raise ValueError(f"data.folds={folds}, data.fold={fold}: need folds >= 2 and 0 <= fold < folds")
+    if config.get("valid"):
+        raise ValueError(f"data.folds={folds} cuts the validation folds out of the training data: remove data.valid "
+                         "(a validation file) or data.folds")
+    return folds
+
+
 def _holdout(groups: np.ndarray, indices: np.ndarray, fraction: float, seed: int):
     """Splits `indices` into (kept, held out) by duplicate group."""
     kept, held = duplicates.group_split(groups[indices], fractions=(1 - fraction, fraction), seed=seed)
@@ -403,6 +430,7 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
     name, selected_by = resolve_source(config)
     rating_range, rating_step = given_rating_scale(config)
     reports: dict = {"source": name}
+    folds = check_folds(config)
     if selected_by:
         reports["selected_by"] = f"{', '.join(selected_by)}; data.name was the default 'synthetic'"
     if name == "synthetic":
@@ -424,6 +452,8 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
         for part, collected in parts.items():
             _check_ratings(collected, scale, f"{config.tfds_name} {'validation' if part == 'valid' else part}")
     reports["rating_range"] = scale.report()
+    if folds:
+        reports["folds"] = {"folds": folds, "fold": int(config.fold)}
 
     def kept_indices(collected):
         everything = np.arange(len(collected.arrays))
@@ -440,12 +470,20 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
         indices = kept_indices(source)
         train, valid, test = duplicates.group_split(
             source.duplicate_groups[indices], fractions=tuple(config.split_fractions), seed=config.split_seed)
-        split_indices = {"train": indices[train], "validation": indices[valid], "test": indices[test]}
+        train, valid = indices[train], indices[valid]
+        if folds:  # the folds cover train + validation; the test split stays as it was
+            train, valid = _fold(source.duplicate_groups, np.sort(np.concatenate([train, valid])), folds,
+                                 config.fold, config.split_seed)
+        split_indices = {"train": train, "validation": valid, "test": indices[test]}
         sources = dict.fromkeys(split_indices, source)
     else:
         train_source = parts["train"]
         train_idx = kept_indices(train_source)
-        if "valid" in parts:
+        if folds:
+            train_idx, valid_idx = _fold(train_source.duplicate_groups, train_idx, folds, config.fold,
+                                         config.split_seed)
+            valid_source = train_source
+        elif "valid" in parts:
             valid_source, valid_idx = parts["valid"], kept_indices(parts["valid"])
         else:
             train_idx, valid_idx = _holdout(train_source.duplicate_groups, train_idx,
