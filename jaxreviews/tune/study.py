@@ -54,8 +54,24 @@ def storage_url(workdir: str, storage: str = "") -> str:
     return "sqlite:///" + os.path.join(os.path.abspath(workdir), "study.db")
 
 
+def driver_url(url: str) -> str:
+    """`postgresql://...` with the PostgreSQL driver that is installed (psycopg 3, a dependency, or
+    psycopg2), whichever SQLAlchemy would pick by default; other URLs as they are."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    rest = url.split("://", 1)[1]
+    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        return f"{dialect}://{rest}"
+    raise ImportError("--storage=postgresql://... needs a PostgreSQL driver: pip install 'psycopg[binary]'")
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage of `url`, with heartbeats (stale trials are found by them)."""
+    url = driver_url(url)
     engine = {}
     if url.startswith("sqlite"):
         engine = {"connect_args": {"timeout": 60}}  # several local workers wait for the file's lock
