@@ -79,3 +79,13 @@ def test_unknown_dropout_replaces_ids_and_reads_the_old_name():
     del old.user_product["unknown_dropout"]
     old.user_product.unknown_rate = 1.0
     np.testing.assert_allclose(apply(build(old), variables, batch, train=True)["logits"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_weight_decay_decays_the_word_table_on_top_of_weight_decay():
+    params = {"word_embedding": {"embedding": jnp.ones((4, 3))}, "user_embedding": {"embedding": jnp.ones((2, 3))}}
+    config = optimizers.default_optimizer_config()
+    config.weight_decay, config.embedding_weight_decay = 0.1, 1.0
+    tx, _ = optimizers.make_optimizer(config, steps_per_epoch=1, total_epochs=1, batch_size=32)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    np.testing.assert_allclose(updates["word_embedding"]["embedding"], -config.learning_rate * 1.1, rtol=1e-6)
+    np.testing.assert_allclose(updates["user_embedding"]["embedding"], -config.learning_rate * 0.1, rtol=1e-6)

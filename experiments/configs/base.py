@@ -4,6 +4,8 @@ variant:
 
   tiny            seconds on a small synthetic corpus, every part of a real run exercised
   amazon_beauty   ../shared/data/amazon-beauty/All_Beauty_5.json (JSON lines), duplicates dropped
+  musical_instruments   ../shared/data/amazon-musical-instruments (JSON lines, every user and
+                  product with >= 5 reviews), the literature's sizes
   yelp13 | yelp14 | imdb   the TFDS builders, prepared from the literature files in data.manual_dir
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ def make_config(model_name: str, arg: str | None = None) -> ml_collections.Confi
     # Hyperparameter search (experiments.sweep, jaxreviews.tune): the space and how trials are scored.
     config.search = default_search_config()
     _synthetic_sizes(config.model)
+    _regularise_han(config)
     for part in filter(None, (arg or "").split(",")):
         apply_variant(config, part)
     return config
@@ -69,6 +72,22 @@ def _set_sizes(model: ml_collections.ConfigDict, *, embed: int, hidden: int) -> 
         model.user_product.dim = embed
 
 
+def _regularise_han(config: ml_collections.ConfigDict, on: bool = True) -> None:
+    """han / han_upa: word dropout 0.25, label smoothing 0.1 and decoupled decay 1.0 of the word
+    table. Measured 2026-11-28 (README, "Regularisation on real text"): on the Musical Instruments
+    file the default han_upa peaked at epoch 2 and then fell apart (validation NLL 0.82 -> 1.99,
+    RMSE 0.78 -> 0.85 by epoch 8, training loss ~0.05); no one regulariser moved the best epoch's
+    figures beyond the seeds' spread, these three together hold the curve (epoch-8 NLL 0.92 / 0.98,
+    RMSE 0.77 / 0.79 over two seeds) and lower the best validation RMSE (0.764 / 0.763 against
+    0.776 / 0.775). On the synthetic corpus the test figures stay within noise. The `tiny` variant turns
+    them off (on=False): its few hundred reviews exercise a run, they do not measure accuracy."""
+    if config.model.name not in ("han", "han_upa"):
+        return
+    config.model.word_dropout = 0.25 if on else 0.0
+    config.model.head.label_smoothing = 0.1 if on else 0.0
+    config.optimizer.embedding_weight_decay = 1.0 if on else 0.0
+
+
 def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
     if variant == "tiny":
         config.data.synthetic_size = "tiny"
@@ -83,6 +102,7 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
         config.train.patience = 3
         config.optimizer.learning_rate = 1e-2
         models.shrink_for_tests(config.model)
+        _regularise_han(config, on=False)
     elif variant == "amazon_beauty":
         _set_sizes(config.model, embed=200, hidden=100)
         config.data.name = "files"
@@ -90,10 +110,18 @@ def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:
         config.data.path = os.path.abspath(os.path.join(SHARED_DATA, "amazon-beauty", "All_Beauty_5.json"))
         config.data.drop_duplicates = True
         config.data.rating_range = (1.0, 5.0)
+    elif variant == "musical_instruments":
+        _set_sizes(config.model, embed=200, hidden=100)
+        config.data.name = "files"
+        config.data.format = "amazon"
+        config.data.path = os.path.abspath(os.path.join(
+            SHARED_DATA, "amazon-musical-instruments", "reviews_Musical_Instruments_5.json.gz"))
+        config.data.rating_range = (1.0, 5.0)
     elif variant in LITERATURE:
         _set_sizes(config.model, embed=200, hidden=100)
         config.data.name = variant  # the TFDS builder: prepared once from the manual folder, then read
         config.data.manual_dir = os.path.expanduser(f"~/data/{variant}")
         config.data.rating_range = LITERATURE[variant]
     else:
-        raise ValueError(f"unknown config variant {variant!r}: tiny, amazon_beauty, {', '.join(LITERATURE)}")
+        raise ValueError(f"unknown config variant {variant!r}: tiny, amazon_beauty, musical_instruments, "
+                         f"{', '.join(LITERATURE)}")

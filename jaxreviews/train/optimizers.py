@@ -30,6 +30,9 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
     c.nesterov = False
     c.weight_decay = 0.0  # decoupled (AdamW style) for every optimiser
     c.weight_decay_on = ""  # regex over parameter paths the decay applies to, e.g. "word_embedding"; "" = all
+    # Decoupled decay of the word embedding table alone, on top of weight_decay: every row shrinks
+    # each step, so a rare word's row cannot keep what it memorised of its few reviews.
+    c.embedding_weight_decay = 0.0
     c.l2 = 0.0  # penalties added to the loss, on kernels and embeddings
     c.l1 = 0.0
     c.clip_norm = 0.0  # global-norm clipping; 0 = off
@@ -137,6 +140,9 @@ def path_name(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
+EMBEDDING_TABLE = r"^word_embedding/"  # the path of the text models' word table (embedding_weight_decay)
+
+
 def decay_mask(pattern: str):
     """None (decay every parameter) for "", else params -> a tree of bools: paths `pattern` finds."""
     if not pattern:
@@ -220,6 +226,8 @@ def _transform(config: ml_collections.ConfigDict, schedule: optax.Schedule, weig
         parts = [core]
         if decay_always or weight_decay:
             parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask(config.get("weight_decay_on", ""))))
+        if config.get("embedding_weight_decay", 0.0):
+            parts.append(optax.add_decayed_weights(config.embedding_weight_decay, mask=decay_mask(EMBEDDING_TABLE)))
         return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
 
     tx = chain(schedule)
