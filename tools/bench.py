@@ -5,6 +5,22 @@
     python tools/bench.py --model han_upa --compare       # + the torch reference, back to back, and the ratio
     python tools/bench.py --all --compare                 # every model, then a table
     python tools/bench.py --data FILE --format amazon --model han_upa --compare   # a file's real reviews
+    python tools/bench.py --model han_upa --devices 8                # the batch over 8 (fake CPU) devices
+    python tools/bench.py --model han_upa --memory --memory_budget 16  # memory per device; largest batch in 16 GB
+
+Accounting (every mode but --num_seeds): `flops_per_step` counted from the step's jaxpr (every
+matmul and convolution, 2 FLOPs a multiply-add, loop bodies times their trip count:
+jaxreviews/train/accounting.py; XLA's cost analysis counts a loop once and is not used),
+`achieved_flops_per_s`, `docs_per_s_per_device`, `tokens_per_s_per_device` (real tokens), and on a
+GPU / TPU `mfu` against the chip's peak dense bf16 FLOP/s (accounting.PEAK_FLOPS; None on CPU).
+`--devices N` (CPU: N fake devices) shards the batch over a ("data", "model") mesh of N devices,
+`--mesh_model M` of them on the model axis, which splits the embedding tables by rows
+(jaxreviews/train/sharding.py); the state is created sharded, as in training.
+
+Memory (`--memory`): the compiled step's memory analysis per device (parameters, optimiser state,
+batch, temporaries, peak) at --batch, then the largest global batch whose peak fits
+`--memory_budget` GB (found by compiling: temporaries grow linearly with the batch). Past it,
+`--config.optimizer.accumulation_steps=K` trains the same global batch in K pieces.
 
 Real lengths (`--data FILE [--format tang|amazon]`): the file's reviews go through the library's
 own pipeline (reader, vocabulary of --vocab words, `data.layout` batches: packed by default,
@@ -97,7 +113,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "model-docs/s against K separate runs, and memory per member (see bench_members)")
     p.add_argument("--member_execution", default="vmap", help="with --num_seeds: vmap | map (lax.map)")
     p.add_argument("--memory_budget", type=float, default=0.0,
-                   help="with --num_seeds: the largest K whose compiled step fits this many GB")
+                   help="with --num_seeds: the largest K whose compiled step fits this many GB; with --memory: "
+                        "the largest batch size")
+    p.add_argument("--memory", action="store_true",
+                   help="memory per device of the compiled step (parameters, optimiser state, temporaries, peak)")
+    p.add_argument("--devices", type=int, default=0,
+                   help="devices of the mesh (CPU: that many fake devices); 0 = every device there is")
+    p.add_argument("--mesh_model", type=int, default=1, help="devices on the mesh's model axis (splits the tables)")
     p.add_argument("--data", default="", help="train over this file's real reviews (see the module docstring)")
     p.add_argument("--format", default="", help="--data's format: tang | amazon ('' = detect)")
     p.add_argument("--layout", default="auto", help="--data batches: auto | packed | padded")
@@ -106,6 +128,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--num-buckets", type=int, default=6, help="padded layout: bucket shapes")
     return p.parse_args(argv)
+
+
+def configure_devices(devices: int) -> None:
+    """`devices` fake CPU devices (XLA_FLAGS, before jax is imported); no effect on GPU / TPU."""
+    if devices > 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + f" --xla_force_host_platform_device_count={devices}").strip()
 
 
 def threads_in_use(requested: int) -> int:
@@ -209,35 +238,38 @@ def random_batch(name: str, layout: str, args):
     return batch
 
 
-def bench_jax(args) -> dict:
-    threads = threads_in_use(args.threads)
-    configure_threads(threads)
+def build_program(args, batch_size: int | None = None):
+    """The reference step (Adam 1e-3 on the model's loss, state donated) of --model on a random
+    batch of `batch_size` (default --batch), on a ("data", "model") mesh of the devices, the batch
+    split over "data" and the state created sharded (embedding tables over "model"). Returns
+    (config, step, state, batch, key, mesh)."""
     import jax
     import jax.numpy as jnp
     import optax
+    from jax.sharding import NamedSharding, PartitionSpec as P
 
     from jaxreviews import models
     from jaxreviews.models import heads
+    from jaxreviews.train import sharding
 
-    compiles: list[float] = []
-
-    def on_event(event: str, duration: float, **_) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(on_event)
-
+    devices = jax.devices()[:args.devices] if args.devices else jax.devices()
+    mesh = sharding.make_mesh(args.mesh_model, devices)
+    size = args.batch if batch_size is None else batch_size
+    if size % mesh.shape["data"]:
+        raise SystemExit(f"--batch {size} must be a multiple of the mesh's {mesh.shape['data']} data devices")
     config = reference_config(args.model, args)
     apply_overrides(config, args.set)
     layout = models.input_layout(config.name)
-    batch = jax.device_put(random_batch(args.model, layout, args))
+    sized = argparse.Namespace(**{**vars(args), "batch": size})
+    batch = jax.device_put(random_batch(args.model, layout, sized), NamedSharding(mesh, P("data")))
     lo, hi = 1.0, float(args.classes)
-    model = models.build_model(config, vocab_size=args.vocab, num_users=args.users, num_products=args.products,
+    model = models.build_model(config, vocab_size=sharding.padded_rows(args.vocab, mesh),
+                               num_users=sharding.padded_rows(args.users, mesh),
+                               num_products=sharding.padded_rows(args.products, mesh),
                                num_classes=args.classes, rating_range=(lo, hi))
     tx = optax.adam(1e-3)
     key = jax.random.key(0)
 
-    @jax.jit
     def init(batch, key):
         params = model.init({"params": key}, batch, train=False)["params"]
         return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": tx.init(params)}
@@ -253,10 +285,47 @@ def bench_jax(args) -> dict:
         return {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
                 "opt_state": opt_state}, loss
 
-    step = jax.jit(train_step, donate_argnums=0)
-    state = init(batch, key)
+    params = sharding.param_shardings(sharding.param_logical_axes(model, batch), mesh)
+    shardings = sharding.state_shardings(jax.eval_shape(init, batch, key), params, mesh)
+    state = jax.jit(init, out_shardings=shardings)(batch, key)
+    step = jax.jit(train_step, donate_argnums=0, out_shardings=(shardings, NamedSharding(mesh, P())))
+    return config, step, state, batch, key, mesh
+
+
+def tokens_per_doc(args, config) -> int:
+    """Real tokens a random batch's review holds (every slot is real)."""
+    from jaxreviews import models
+
+    layout = models.input_layout(config.name)
+    return {"hierarchical": args.sentences * args.words, "flat": args.tokens}.get(layout, 0)
+
+
+def bench_jax(args) -> dict:
+    threads = threads_in_use(args.threads)
+    configure_threads(threads)
+    configure_devices(args.devices)
+    import jax
+
+    from jaxreviews import models
+    from jaxreviews.train import accounting
+
+    compiles: list[float] = []
+
+    def on_event(event: str, duration: float, **_) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+
+    config, step, state, batch, key, mesh = build_program(args)
     parameters = models.count_parameters(state["params"])["total"]
     compiles.clear()
+    started = time.perf_counter()
+    traced = step.trace(state, batch, key)  # compiled ahead of time: the calls below reuse it
+    compiled = traced.lower().compile()
+    compile_wall_s = time.perf_counter() - started
+    flops = accounting.count_flops(traced.jaxpr)
+    memory = accounting.step_memory(compiled, state)
     started = time.perf_counter()
     state, loss = step(state, batch, key)
     loss.block_until_ready()
@@ -266,7 +335,7 @@ def bench_jax(args) -> dict:
         loss.block_until_ready()
 
     def measure() -> float:
-        nonlocal state
+        nonlocal state, loss
         times = []
         for _ in range(args.steps):
             t = time.perf_counter()
@@ -275,15 +344,59 @@ def bench_jax(args) -> dict:
             times.append(time.perf_counter() - t)
         return statistics.median(times)
 
+    devices = int(mesh.size)
     result = {"model": args.model, "framework": f"jax {jax.__version__}", "threads": threads, "batch": args.batch,
               "ms_per_step": None, "docs_per_s": None, "compilations": None, "compile_s": None,
               "first_step_s": round(first_step_s, 2), "parameters": int(parameters), "dtype": args.dtype,
               "config": "defaults" if args.defaults else "reference", "malloc": args.malloc,
+              "devices": devices, "mesh": dict(mesh.shape), "device_kind": mesh.devices.flat[0].device_kind,
               "loss": None}
+
+    def finish(seconds_per_step: float) -> None:
+        result.update(compilations=len(compiles), compile_s=round(compile_wall_s, 2), loss=round(float(loss), 4))
+        result.update(accounting.throughput(flops_per_step=flops, steps=1, seconds=seconds_per_step,
+                                            reviews=args.batch, tokens=args.batch * tokens_per_doc(args, config),
+                                            devices=devices, device=mesh.devices.flat[0]))
+        result.update(peak_bytes=memory["peak_bytes"], temporary_bytes=memory["temporary_bytes"])
+
     result["_measure"] = measure
-    result["_finish"] = lambda: result.update(compilations=len(compiles), compile_s=round(sum(compiles), 2),
-                                              loss=round(float(loss), 4))
+    result["_finish"] = finish
     return result
+
+
+def bench_memory(args) -> list[dict]:
+    """Memory per device of the compiled step at --batch, and the largest global batch within
+    --memory_budget GB: temporaries grow linearly with the batch, so two compilations give the
+    slope, and compiling at the predicted size (then smaller, while over) confirms it."""
+    configure_threads(threads_in_use(args.threads))
+    configure_devices(args.devices)
+    from jaxreviews.train import accounting
+
+    def memory_at(size: int) -> dict:
+        _, step, state, batch, key, mesh = build_program(args, size)
+        costs = accounting.step_memory(step.lower(state, batch, key).compile(), state)
+        return {"model": args.model, "batch": size, "devices": int(mesh.size), "mesh": dict(mesh.shape),
+                "dtype": args.dtype, **costs}
+
+    rows = [memory_at(args.batch)]
+    print(json.dumps(rows[0]), flush=True)
+    if args.memory_budget:
+        budget = args.memory_budget * 2 ** 30
+        multiple = rows[0]["mesh"]["data"] * 8
+        double = memory_at(2 * args.batch)
+        per_review = max(1.0, (double["peak_bytes"] - rows[0]["peak_bytes"]) / args.batch)
+        fixed = rows[0]["peak_bytes"] - per_review * args.batch
+        size = max(multiple, int((budget - fixed) // per_review) // multiple * multiple)
+        found = memory_at(size)
+        while found["peak_bytes"] > budget and size > multiple:
+            size = max(multiple, int(size * 0.95) // multiple * multiple)
+            found = memory_at(size)
+        fits = found["peak_bytes"] <= budget
+        found.update(memory_budget_gb=args.memory_budget, largest_batch_in_budget=size if fits else None,
+                     bytes_per_review=int(per_review))
+        rows.append(found)
+        print(json.dumps(found), flush=True)
+    return rows
 
 
 def bench_members(args) -> list[dict]:
@@ -291,6 +404,8 @@ def bench_members(args) -> list[dict]:
     shared batch: what `--config.num_seeds=K` runs) against one model's step, in one process, back
     to back. Per K: ms per step, model-docs/s (K x batch / step time), `ratio_vs_separate` (K
     separate runs' time / the K-member step's: >= 1 means one program costs no more than K runs),
+    `cpu_ratio_vs_separate` (the same in process CPU time: the cost in core-seconds, which a
+    machine busy with other work disturbs less than wall time),
     and XLA's memory analysis of the compiled step: peak bytes, and bytes per member (the growth
     from K/2, or from 1, members)."""
     threads = threads_in_use(args.threads)
@@ -348,16 +463,22 @@ def bench_members(args) -> list[dict]:
 
     counts = [int(k) for k in str(args.num_seeds).split(",") if k.strip()]
     single_ms, single_memory = time_steps(1)
+    single_cpu = [single_memory.pop("cpu_ms_per_step")]
     rows, previous = [], (1, single_memory)
     for count in counts:
-        ms, memory = (single_ms, single_memory) if count == 1 else time_steps(count)
+        ms, memory = (single_ms, dict(single_memory, cpu_ms_per_step=single_cpu[0])) if count == 1 else time_steps(count)
         if count > 1:  # alternate with the single step: the machine's noise hits both alike
-            single_ms = statistics.median([single_ms, time_steps(1)[0]])
+            again_ms, again = time_steps(1)
+            single_ms = statistics.median([single_ms, again_ms])
+            single_cpu.append(again["cpu_ms_per_step"])
+        cpu_single = statistics.median(single_cpu)
         row = {"model": args.model, "num_seeds": count, "execution": args.member_execution, "threads": threads,
                "batch": args.batch,
                "ms_per_step": round(ms * 1e3, 2), "single_ms_per_step": round(single_ms * 1e3, 2),
                "model_docs_per_s": round(count * args.batch / ms, 1),
-               "ratio_vs_separate": round(count * single_ms / ms, 2), **memory}
+               "ratio_vs_separate": round(count * single_ms / ms, 2),
+               # core-seconds: what K separate runs and the K-member program cost the machine
+               "cpu_ratio_vs_separate": round(count * cpu_single / memory["cpu_ms_per_step"], 2), **memory}
         if memory and count > previous[0] and previous[1]:
             row["bytes_per_member"] = int((memory["peak_bytes"] - previous[1]["peak_bytes"]) / (count - previous[0]))
         if args.memory_budget and memory and "bytes_per_member" in row and row["bytes_per_member"] > 0:
@@ -557,19 +678,40 @@ def main(argv=None) -> None:
         return main_data(args)
     if args.all:
         return run_all(args, argv if argv is not None else sys.argv[1:])
+    if args.memory:
+        if args.malloc == "keep":
+            allocator.keep_freed_memory()
+        sys.path.insert(0, REPO)
+        from jaxreviews.train.accounting import format_bytes
+
+        rows = bench_memory(args)
+        print()
+        print("| model | global batch | devices | parameters | optimiser state | batch | temporaries | peak |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['model']} | {r['batch']} | {r['devices']} | {format_bytes(r['parameter_bytes'])} | "
+                  f"{format_bytes(r['optimizer_state_bytes'])} | {format_bytes(r['batch_bytes'])} | "
+                  f"{format_bytes(r['temporary_bytes'])} | {format_bytes(r['peak_bytes'])} |")
+        if len(rows) > 1:
+            found = rows[-1]["largest_batch_in_budget"]
+            print(f"\nlargest global batch within {args.memory_budget:g} GB per device: "
+                  + (f"{found} (peak {format_bytes(rows[-1]['peak_bytes'])}, "
+                     f"{format_bytes(rows[-1]['bytes_per_review'])} a review); beyond it, "
+                     "--config.optimizer.accumulation_steps" if found else "none: the smallest does not fit"))
+        return None
     if args.num_seeds:
         if args.malloc == "keep":
             allocator.keep_freed_memory()
         sys.path.insert(0, REPO)
         rows = bench_members(args)
         print()
-        print("| model | K | ms/step | model-docs/s | K separate runs / one K-member step | peak MB | MB per member |")
-        print("|---|---|---|---|---|---|---|")
+        print("| model | K | ms/step | model-docs/s | K runs / one K-member step (wall) | (CPU time) | peak MB | MB per member |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             peak = f"{r['peak_bytes'] / 2 ** 20:.0f}" if "peak_bytes" in r else "-"
             per = f"{r['bytes_per_member'] / 2 ** 20:.1f}" if "bytes_per_member" in r else "-"
             print(f"| {r['model']} | {r['num_seeds']} | {r['ms_per_step']} | {r['model_docs_per_s']} | "
-                  f"{r['ratio_vs_separate']:.2f} | {peak} | {per} |")
+                  f"{r['ratio_vs_separate']:.2f} | {r['cpu_ratio_vs_separate']:.2f} | {peak} | {per} |")
         return None
     if args.malloc == "keep":
         allocator.keep_freed_memory()
@@ -581,8 +723,8 @@ def main(argv=None) -> None:
         jax_ms.append(measure())
         if args.compare:
             torch_runs.append(run_torch(args))
-    finish()
     ms = statistics.median(jax_ms)
+    finish(ms)
     result.update(ms_per_step=round(ms * 1e3, 2), docs_per_s=round(args.batch / ms, 1))
     if len(jax_ms) > 1:
         result["ms_per_step_runs"] = [round(m * 1e3, 2) for m in jax_ms]
