@@ -90,8 +90,9 @@ EXECUTIONS = ("auto", "vmap", "map")
 def member_execution(option: str, num_members: int, mesh: Mesh | None = None) -> str:
     """How one program runs its members: "vmap" (batched together: what fills a GPU or TPU) or
     "map" (`lax.map`, one after another in the same program). "auto": "map" on CPU when a device
-    holds several members, where XLA:CPU runs the batched convolutions and recurrences of
-    vmapped members slower than the members one by one (tools/bench.py --num_seeds), else "vmap"."""
+    holds several members, else "vmap". On CPU both cost about the same per member
+    (tools/bench.py --num_seeds), but XLA:CPU (jax 0.10) hangs executing han_upa's step vmapped
+    over 4 members."""
     if option not in EXECUTIONS:
         raise ValueError(f"member_execution={option!r}: choose one of {EXECUTIONS}")
     if option != "auto":
