@@ -98,7 +98,7 @@ class Progress:
             self.first_step, self.started, self.docs = step, now, 0
             return  # the first step includes compilation: rates start after it
         self.docs += docs
-        if not self.tty and step % self.every and step != self.total:
+        if not self.tty and (not self.every or step % self.every) and step != self.total:  # every=0: the last only
             return
         if self.tty and now - self.last < 0.2 and step != self.total:
             return
