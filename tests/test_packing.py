@@ -164,6 +164,27 @@ def test_process_parts_are_disjoint_and_assemble_the_global_batch(encoded, layou
                 assert got.get(slot) == expected(encoded, review, layout, parts[0].shape)
 
 
+@pytest.mark.parametrize("layout", ["hierarchical", "flat"])
+def test_one_process_with_two_parts_builds_the_batches_of_two_processes(encoded, layout):
+    """`parts=2` on one process (with two devices) gives exactly the global batches two processes
+    assemble, training and evaluation alike: a multi-host run can be reproduced on one host."""
+    one = packing.PackedBatcher(encoded, layout=layout, batch_size=B, seed=2, parts=2, row_multiple=2)
+    two = [packing.PackedBatcher(encoded, layout=layout, batch_size=B, seed=2, process_index=p, process_count=2)
+           for p in (0, 1)]
+    assert one.shape == two[0].shape == two[1].shape
+    for batches in ((one.epoch(1), two[0].epoch(1), two[1].epoch(1)),
+                    (one.evaluation(), two[0].evaluation(), two[1].evaluation())):
+        count = 0
+        for whole, first, second in zip(*batches, strict=True):
+            assert set(whole) == set(first)
+            for key in whole:
+                np.testing.assert_array_equal(whole[key], np.concatenate([first[key], second[key]]), err_msg=key)
+            count += 1
+        assert count > 1
+    with pytest.raises(ValueError, match="3 parts cannot be split over 2 processes"):
+        packing.PackedBatcher(encoded, layout=layout, batch_size=12, parts=3, process_count=2)
+
+
 def test_padding_efficiency_is_high_on_the_synthetic_corpus(synthetic_corpus):
     for layout, floor in (("hierarchical", 0.9), ("flat", 0.8)):
         batcher = packing.PackedBatcher(synthetic_corpus, layout=layout, batch_size=32, seed=0)

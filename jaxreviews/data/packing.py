@@ -40,8 +40,10 @@ Invariants (tests check each):
     reuse them, as they reuse the training buckets of `[B, S, W]`.
   * The shape has the rows the first two epochs need (balanced batches all need about
     ceil(tokens / L)); a later batch that would overflow swaps reviews with another batch.
-  * Multi-host: with P processes every global batch is P local parts packed apart (rows and slots
-    split evenly); process p builds part p, its segment ids offset to global positions.
+  * Multi-host: every global batch is `parts` parts packed apart (rows and slots split evenly; by
+    default one per process); process p builds its parts_per_process consecutive parts, their
+    segment ids offset to global positions. The global batch depends on `parts` alone, so a run of
+    one process with `parts=2` trains on exactly the batches of a two-process run.
 """
 from __future__ import annotations
 
@@ -164,20 +166,27 @@ class PackedBatcher:
     `row_multiple`: local row counts are rounded up to it (the devices of a process, so the rows
     shard evenly over the mesh's data axis). `shape_seeds`: other training orders the chosen shape
     must hold as well (an ensemble whose members each have their own order batches alike).
+    `parts`: the parts a global batch is packed in (0 = `process_count`), a multiple of `process_count`.
     """
 
     def __init__(self, data: EncodedReviews, *, layout: str, batch_size: int, seed: int = 0,
                  rating_range: tuple[float, float] = (1.0, 5.0), rating_step: float = 1.0,
                  process_index: int = 0, process_count: int = 1, shape: PackedShape | None = None,
                  max_sentences: int = 32, max_words: int = 64, max_tokens: int = 512, multiple: int = 4,
-                 row_multiple: int = 1, shape_seeds: tuple[int, ...] = ()):
+                 row_multiple: int = 1, shape_seeds: tuple[int, ...] = (), parts: int = 0):
         if layout not in ("hierarchical", "flat"):
             raise ValueError(f"packed batches are for the hierarchical and flat layouts, not {layout!r}")
-        check_split(data, batch_size, process_count)
+        parts = parts or process_count
+        if parts % process_count:
+            raise ValueError(f"packed batches in {parts} parts cannot be split over {process_count} processes")
+        check_split(data, batch_size, parts)
         self.data, self.layout, self.batch_size, self.seed = data, layout, batch_size, seed
         self.rating_range, self.rating_step = rating_range, rating_step
         self.process_index, self.process_count = process_index, process_count
+        self.parts, self.parts_per_process = parts, parts // process_count
         self.row_multiple = row_multiple
+        # A part's rows: a process's parts_per_process parts together fill a multiple of row_multiple.
+        self.part_row_multiple = row_multiple // math.gcd(row_multiple, self.parts_per_process)
         arrays = data.arrays
         if layout == "hierarchical":
             # Word-level units are the kept sentences, sentence-level units the reviews.
@@ -223,6 +232,10 @@ class PackedBatcher:
     def local_batch_size(self) -> int:
         return self.batch_size // self.process_count
 
+    @property
+    def part_size(self) -> int:
+        return self.batch_size // self.parts
+
     def _units_of(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lengths of the word-level units (sentences, or whole reviews when flat) of `members`,
         and their sentence counts (the sentence-level units; empty when flat)."""
@@ -245,7 +258,7 @@ class PackedBatcher:
         return tuple(needed)
 
     def _local_limits(self) -> tuple[int, int]:
-        return self.shape.rows // self.process_count, self.shape.sentence_rows // self.process_count
+        return self.shape.rows // self.parts, self.shape.sentence_rows // self.parts
 
     def _fits(self, members: np.ndarray) -> bool:
         return self._rows_needed(members, self._local_limits()) is not None
@@ -264,9 +277,9 @@ class PackedBatcher:
         for part in parts:
             words, sentences = self._rows_needed(part)
             word_rows, sentence_rows = max(word_rows, words), max(sentence_rows, sentences)
-        word_rows = _round_up(word_rows, self.row_multiple)
-        sentence_rows = _round_up(sentence_rows, self.row_multiple) if self.layout == "hierarchical" else 0
-        return PackedShape(word_rows * self.process_count, self.row_length, sentence_rows * self.process_count,
+        word_rows = _round_up(word_rows, self.part_row_multiple)
+        sentence_rows = _round_up(sentence_rows, self.part_row_multiple) if self.layout == "hierarchical" else 0
+        return PackedShape(word_rows * self.parts, self.row_length, sentence_rows * self.parts,
                            self.sentence_row_length, self.batch_size,
                            max_tokens=self.max_tokens if self.layout == "flat" else 0)
 
@@ -278,7 +291,7 @@ class PackedBatcher:
         heaviest = max(int(self.review_tokens[part].sum()) for part in parts)
         feasible = []
         for rows in range(1, -(-heaviest // longest) + 1):
-            rows = _round_up(rows, self.row_multiple)
+            rows = _round_up(rows, self.part_row_multiple)
             length = max(longest, _round_up(-(-heaviest // rows), self.multiple))
             while not all(best_fit_rows(self.review_tokens[part], length, rows) is not None for part in parts):
                 length += self.multiple
@@ -288,13 +301,12 @@ class PackedBatcher:
 
     # -- plans ----------------------------------------------------------------------------------
     def _raw_epoch_parts(self, epoch: int, seed: int | None = None) -> list[np.ndarray]:
-        """The local batches of `epoch`, P per global batch, in step order (before any repair)."""
+        """The parts of `epoch`'s batches, `parts` per global batch, in step order (before any repair)."""
         rng = np.random.default_rng([self.seed if seed is None else seed, epoch])
-        sizes = group_sizes(len(self.data), self.steps_per_epoch * self.process_count, self.local_batch_size,
-                            self.process_count)
-        parts = balanced_batches(self.review_tokens, sizes, rng)
+        sizes = group_sizes(len(self.data), self.steps_per_epoch * self.parts, self.part_size, self.parts)
+        groups = balanced_batches(self.review_tokens, sizes, rng)
         order = rng.permutation(self.steps_per_epoch).tolist()
-        return [parts[batch * self.process_count + p] for batch in order for p in range(self.process_count)]
+        return [groups[batch * self.parts + p] for batch in order for p in range(self.parts)]
 
     def _fit(self, parts: list[np.ndarray]) -> list[np.ndarray]:
         """Repairs local batches that overflow the shape, deterministically: reviews of the
@@ -339,17 +351,17 @@ class PackedBatcher:
         return False
 
     def epoch_parts(self, epoch: int) -> list[np.ndarray]:
-        """The local batches of `epoch`: `steps_per_epoch * process_count` arrays of review indices."""
+        """The parts of `epoch`'s batches: `steps_per_epoch * parts` arrays of review indices."""
         return self._fit(self._raw_epoch_parts(epoch))
 
     def eval_parts(self) -> list[np.ndarray]:
         """Every review once, in balanced batches: as many as it takes for each to fit the shape."""
         if self._eval_plan is None:
-            per_part = self.shape.slots // self.process_count
-            num_parts = max(math.ceil(len(self.data) / self.local_batch_size),
+            per_part = self.shape.slots // self.parts
+            num_parts = max(math.ceil(len(self.data) / self.part_size),
                             math.ceil(int(self.review_tokens.sum()) / per_part))
             while True:
-                num_parts = _round_up(num_parts, self.process_count)
+                num_parts = _round_up(num_parts, self.parts)
                 rng = np.random.default_rng([self.seed, 2 ** 31 - 1])
                 # As even as possible: evaluation batches need not be full.
                 sizes = len(self.data) // num_parts + (np.arange(num_parts) < len(self.data) % num_parts)
@@ -365,18 +377,28 @@ class PackedBatcher:
         """This process's part of the training batches of `epoch`, from `start_step` on (resume)."""
         parts = self.epoch_parts(epoch)
         for step in range(start_step, self.steps_per_epoch):
-            yield self.make_local_batch(parts[step * self.process_count + self.process_index])
+            yield self._local_batch(parts, step)
 
     def evaluation(self) -> Iterator[Batch]:
         parts = self.eval_parts()
-        for batch in range(len(parts) // self.process_count):
-            yield self.make_local_batch(parts[batch * self.process_count + self.process_index])
+        for batch in range(len(parts) // self.parts):
+            yield self._local_batch(parts, batch)
 
-    def make_local_batch(self, members: np.ndarray) -> Batch:
-        """This process's part of a global batch that holds the reviews `members` (<= B / P)."""
-        return make_packed_batch(self.data, members, self.layout, self.shape, part=self.process_index,
-                                 parts=self.process_count, rating_range=self.rating_range,
-                                 rating_step=self.rating_step)
+    def _local_batch(self, parts: list[np.ndarray], batch: int) -> Batch:
+        """This process's parts of global batch `batch` of `parts`, side by side."""
+        first = batch * self.parts + self.process_index * self.parts_per_process
+        built = [self.make_local_batch(parts[first + j], part=self.process_index * self.parts_per_process + j)
+                 for j in range(self.parts_per_process)]
+        if len(built) == 1:
+            return built[0]
+        return {key: np.concatenate([b[key] for b in built]) for key in built[0]}
+
+    def make_local_batch(self, members: np.ndarray, part: int | None = None) -> Batch:
+        """Part `part` (default: this process's first) of a global batch, holding the reviews
+        `members` (<= B / parts)."""
+        part = self.process_index * self.parts_per_process if part is None else part
+        return make_packed_batch(self.data, members, self.layout, self.shape, part=part, parts=self.parts,
+                                 rating_range=self.rating_range, rating_step=self.rating_step)
 
     def padding_report(self) -> dict:
         """Real tokens / token slots over an epoch's batches, and truncation."""

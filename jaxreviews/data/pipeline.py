@@ -80,6 +80,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.pretrain_vectors = False
     c.pretrain = word_vectors.default_pretrain_options()
     c.layout = "auto"  # auto | packed | padded: packed rows with segment ids, or [B, S, W] / [B, T] buckets
+    # Packed: the parts a global batch is packed in, 0 = one per process. The batches depend on it
+    # alone, not on the processes: one process with batch_parts=2 trains on a 2-process job's batches.
+    c.batch_parts = 0
     c.num_buckets = 6  # padded layout only
     c.max_sentences = 32
     c.max_words = 64
