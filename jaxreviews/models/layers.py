@@ -77,6 +77,24 @@ def accumulate_dtype(dtype: Dtype) -> Dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+# Logical axis names of the embedding tables, the parameters worth splitting over devices (millions
+# of rows on real data): rows, features. jaxreviews.train.sharding maps them to mesh axes.
+VOCAB_AXES = ("vocab", "embed")
+ID_AXES = ("ids", "embed")
+
+
+def logically_partitioned(init: nn.initializers.Initializer, names: tuple[str, ...]) -> nn.initializers.Initializer:
+    """`init` whose parameter carries logical axis `names` (Flax's `nn.with_logical_partitioning`)
+    when logical axis rules are in effect (`with nn.logical_axis_rules(...)`, as the train layer
+    does to read them); otherwise a plain array, so `model.init` returns plain parameters."""
+    partitioned = nn.with_logical_partitioning(init, names)
+
+    def initializer(key, shape, dtype=jnp.float32):
+        return partitioned(key, shape, dtype) if nn.get_logical_axis_rules() else init(key, shape, dtype)
+
+    return initializer
+
+
 class WordEmbedding(nn.Module):
     """Token embedding table at params path `<name>/embedding`, optionally frozen.
 
@@ -94,8 +112,8 @@ class WordEmbedding(nn.Module):
 
     @nn.compact
     def __call__(self, ids: Array) -> Array:
-        embedding = self.param("embedding", nn.initializers.normal(stddev=0.1), (self.num_embeddings, self.features),
-                               jnp.float32)
+        embedding = self.param("embedding", logically_partitioned(nn.initializers.normal(stddev=0.1), VOCAB_AXES),
+                               (self.num_embeddings, self.features), jnp.float32)
         if self.freeze:
             embedding = jax.lax.stop_gradient(embedding)
         # mode="clip": out-of-range ids are clamped on the int ids, instead of the default "fill",
@@ -116,7 +134,7 @@ class IdEmbedding(nn.Module):
 
     @nn.compact
     def __call__(self, ids: Array, *, train: bool) -> Array:
-        embedding = self.param("embedding", nn.initializers.normal(self.stddev),
+        embedding = self.param("embedding", logically_partitioned(nn.initializers.normal(self.stddev), ID_AXES),
                                (self.num_embeddings, self.features), jnp.float32)
         ids = replace_with_unknown(self, ids, self.unknown_rate, train)
         return jnp.take(embedding, ids, axis=0, mode="clip").astype(self.dtype)
