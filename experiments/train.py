@@ -35,6 +35,8 @@ def main(argv):
     if FLAGS.keep_freed_memory:
         from jaxreviews.train import allocator
         allocator.keep_freed_memory()
+    from jaxreviews.train import distributed  # before any device is used: joins a multi-process job
+    distributed.initialize(FLAGS.config.get("distributed", "auto"))
     from jaxreviews import ensemble  # after flags: importing JAX reads XLA_FLAGS
     from jaxreviews.train import loop
 

@@ -35,6 +35,10 @@ SKEWED_EARLY_STOPPING = "rmse"
 def make_config(model_name: str, arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # Multi-process jobs (jaxreviews/train/distributed.py): auto = join the other processes when the
+    # environment names them (JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, Slurm, Open MPI,
+    # a multi-host TPU slice); on; off.
+    config.distributed = "auto"
     # JAX's persistent compilation cache: a second run of the same shapes compiles nothing. "" = off.
     config.compilation_cache_dir = compilation.default_cache_dir()
     config.data = default_data_config()
@@ -52,6 +56,9 @@ def make_config(model_name: str, arg: str | None = None) -> ml_collections.Confi
     config.mesh.members = 0  # devices on the members axis; 0 = as many as split members and batch evenly
     # Hyperparameter search (experiments.sweep, jaxreviews.tune): the space and how trials are scored.
     config.search = default_search_config()
+    # Devices on the "model" axis, which splits the embedding tables by rows (jaxreviews/train/sharding.py);
+    # the rest form the "data" axis.
+    config.mesh.model = 1
     _synthetic_sizes(config.model)
     _regularise_han(config)
     for part in filter(None, (arg or "").split(",")):

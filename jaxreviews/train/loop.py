@@ -38,7 +38,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxreviews import models
 from jaxreviews.data import batching, packing, pipeline
-from jaxreviews.train import checkpoints, compilation, evaluation, optimizers, reporting, step as step_lib
+from jaxreviews.train import (accounting, checkpoints, compilation, distributed, evaluation, optimizers, reporting,
+                              sharding as sharding_lib, step as step_lib)
 from jaxreviews.train.early_stopping import HIGHER_IS_BETTER, EarlyStopping
 from jaxreviews.train.evaluation import baselines
 
@@ -48,7 +49,8 @@ __all__ = ["HIGHER_IS_BETTER", "Experiment", "Fit", "NonFiniteLossError", "SAFE_
 
 # Keys a resumed run may change: they move neither the data order nor the parameters of a step.
 SAFE_TO_CHANGE = ("train.epochs", "train.patience", "train.log_every_steps", "train.checkpoint_every_steps",
-                  "train.keep_checkpoints", "train.prefetch", "train.tensorboard", "compilation_cache_dir")
+                  "train.keep_checkpoints", "train.prefetch", "train.tensorboard", "compilation_cache_dir",
+                  "distributed", "mesh.model")
 
 
 def default_train_config() -> ml_collections.ConfigDict:
@@ -72,11 +74,12 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def param_checksum(params) -> str:
-    """sha256 over the bytes of every parameter in path order: equal iff the parameters are."""
+    """sha256 over the bytes of every parameter in path order: equal iff the parameters are. In a
+    multi-process job every process must call it (a table split over processes is gathered)."""
     digest = hashlib.sha256()
     for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(params)[0], key=lambda x: jax.tree_util.keystr(x[0])):
         digest.update(jax.tree_util.keystr(path).encode())
-        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+        digest.update(np.ascontiguousarray(distributed.host_array(leaf)).tobytes())
     return digest.hexdigest()
 
 
@@ -101,6 +104,8 @@ class Experiment:
     logged_step: object  # the same with the global norms, for logged steps
     eval_step: object  # jitted eval_step(params, model_state, batch) -> metric sums
     compile_clock: compilation.CompileClock
+    state_sharding: object = None  # the TrainState's NamedShardings (sharding.state_shardings); None: replicated
+    example_batch: dict | None = None  # this process's part of the first training batch (host arrays)
 
     @property
     def is_main(self) -> bool:
@@ -127,10 +132,12 @@ class Experiment:
         return self.to_device(batch)
 
     def init_state(self, key: jax.Array) -> step_lib.TrainState:
-        example = self.to_device(next(iter(self.train_batches.epoch(0))))
-        replicated = NamedSharding(self.mesh, P())
+        """A fresh state, born sharded as `state_sharding` says (no device holds a whole split table)."""
+        first = self.example_batch if self.example_batch is not None else next(iter(self.train_batches.epoch(0)))
+        example = self.to_device(first)
+        shardings = self.state_sharding if self.state_sharding is not None else NamedSharding(self.mesh, P())
         init = jax.jit(lambda b, k, table: step_lib.init_state(self.model, self.tx, b, k, pretrained_embeddings=table),
-                       out_shardings=replicated)
+                       out_shardings=shardings)
         return init(example, key, self.splits.pretrained)
 
     def evaluate(self, params, model_state, batcher) -> dict:
@@ -143,16 +150,27 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None 
     """Data, batchers, model, optimiser and jitted steps of `config`; writes the run's tables.
 
     An ensemble passes its own `mesh` (axes "members" and "data"), `make_steps` (vmapped steps) and
-    `optimizer_options` (`optimizers.make_optimizer`'s cycles / injected hyperparameters)."""
+    `optimizer_options` (`optimizers.make_optimizer`'s cycles / injected hyperparameters).
+
+    The mesh is ("data", "model") with `mesh.model` devices on the model axis, which splits the
+    embedding tables by rows (`sharding`); their row counts are then rounded up to a multiple of it.
+    In a multi-process job process 0 prepares the data first (TFDS builders, pretrained vectors)
+    while the others wait, then they read it."""
     compilation.enable_persistent_cache(config.get("compilation_cache_dir", ""))
     compile_clock = compilation.CompileClock()
     is_main = jax.process_index() == 0
     started = time.perf_counter()
-    splits = pipeline.load_splits(config.data)
+    with distributed.main_process_first("data preparation"):
+        splits = pipeline.load_splits(config.data)
     if is_main:
         splits.save_tables(workdir)
     batch_size = config.train.batch_size
-    mesh = Mesh(np.array(jax.devices()), ("data",)) if mesh is None else mesh
+    model_axis = int(config.get("mesh", {}).get("model", 1))
+    if mesh is None:
+        mesh = sharding_lib.make_mesh(model_axis)
+    elif model_axis > 1 and "model" not in mesh.axis_names:
+        raise ValueError(f"mesh.model={model_axis}: the embedding tables cannot be split over devices in an "
+                         "ensemble (num_seeds > 1, snapshots, populations), whose mesh splits members; use mesh.model=1")
     if batch_size % mesh.shape["data"]:
         raise ValueError(f"train.batch_size={batch_size} must be a multiple of the {mesh.shape['data']} devices "
                          "of the mesh's data axis")
@@ -160,31 +178,61 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None 
     if is_main:
         _print_data(splits, train_batches, mesh, batch_size, time.perf_counter() - started)
 
+    # A table split over the model axis needs a multiple of its size in rows (the extra ones unused).
+    rows = {key: sharding_lib.padded_rows(count, mesh) for key, count in
+            (("vocab_size", len(splits.vocab)), ("num_users", len(splits.users)), ("num_products", len(splits.products)))}
+    if splits.pretrained is not None and rows["vocab_size"] > len(splits.pretrained):
+        extra = rows["vocab_size"] - len(splits.pretrained)
+        splits = dataclasses.replace(splits, pretrained=np.pad(splits.pretrained, ((0, extra), (0, 0))))
     train_arrays = splits.train.arrays
     statistics = models.training_statistics(  # where the biases start; MF's training pairs
         config.model, users=train_arrays.users, products=train_arrays.products, ratings=train_arrays.ratings,
-        num_users=len(splits.users), num_products=len(splits.products), num_classes=splits.num_classes,
+        num_users=rows["num_users"], num_products=rows["num_products"], num_classes=splits.num_classes,
         rating_range=splits.rating_range)
-    sizes = dict(vocab_size=len(splits.vocab), num_users=len(splits.users), num_products=len(splits.products),
-                 num_classes=splits.num_classes, rating_range=splits.rating_range)
+    sizes = dict(**rows, num_classes=splits.num_classes, rating_range=splits.rating_range)
     model = models.build_model(config.model, pretrained_embeddings=splits.pretrained, **sizes, **statistics)
     model_info = model_description(config, splits, sizes, statistics, train_batches, workdir)
     tx, schedule = optimizers.make_optimizer(config.optimizer, steps_per_epoch=train_batches.steps_per_epoch,
                                              total_epochs=config.train.epochs, batch_size=batch_size,
                                              **(optimizer_options or {}))
-    train_step, logged_step, eval_step = (make_steps or single_model_steps)(model, tx, config, splits.num_classes)
+    state_sharding = None
+    example_batch = next(iter(train_batches.epoch(0)))
+    if make_steps is None:
+        state_sharding = state_shardings(model, tx, mesh, _on_mesh(example_batch, mesh), splits.pretrained)
+        steps = single_model_steps(model, tx, config, splits.num_classes, state_sharding=state_sharding)
+    else:
+        steps = make_steps(model, tx, config, splits.num_classes)
+    train_step, logged_step, eval_step = steps
     return Experiment(
         config=config, workdir=workdir, splits=splits, train_batches=train_batches, valid_batches=valid_batches,
         test_batches=test_batches, model=model, model_info=model_info, tx=tx, schedule=schedule, mesh=mesh,
-        train_step=train_step, logged_step=logged_step, eval_step=eval_step, compile_clock=compile_clock)
+        train_step=train_step, logged_step=logged_step, eval_step=eval_step, compile_clock=compile_clock,
+        state_sharding=state_sharding, example_batch=example_batch)
 
 
-def single_model_steps(model, tx, config: ml_collections.ConfigDict, num_classes: int):
-    """(train step, logged train step, eval step) of one model, jitted, the state donated."""
+def _on_mesh(batch: dict, mesh: Mesh) -> dict:
+    """This process's part of a batch -> global arrays split over the mesh's data axis."""
+    data = NamedSharding(mesh, P("data"))
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), batch)
+
+
+def state_shardings(model, tx, mesh: Mesh, batch: dict, pretrained=None):
+    """Where each array of a fresh TrainState lives (`sharding.state_shardings`): the shapes from
+    `jax.eval_shape` of the init, the tables' logical axes from the model."""
+    abstract = jax.eval_shape(lambda b, k, table: step_lib.init_state(model, tx, b, k, pretrained_embeddings=table),
+                              batch, jax.random.key(0), pretrained)
+    params = sharding_lib.param_shardings(sharding_lib.param_logical_axes(model, batch), mesh)
+    return sharding_lib.state_shardings(abstract, params, mesh)
+
+
+def single_model_steps(model, tx, config: ml_collections.ConfigDict, num_classes: int, *, state_sharding=None):
+    """(train step, logged train step, eval step) of one model, jitted, the state donated (and
+    kept where `state_sharding` puts it, when given)."""
     options = dict(l1=config.optimizer.l1, l2=config.optimizer.l2)
     head = config.model.head
-    return (jax.jit(step_lib.make_train_step(model, tx, head, norms=False, **options), donate_argnums=0),
-            jax.jit(step_lib.make_train_step(model, tx, head, norms=True, **options), donate_argnums=0),
+    kept = {} if state_sharding is None else dict(out_shardings=(state_sharding, None))
+    return (jax.jit(step_lib.make_train_step(model, tx, head, norms=False, **options), donate_argnums=0, **kept),
+            jax.jit(step_lib.make_train_step(model, tx, head, norms=True, **options), donate_argnums=0, **kept),
             jax.jit(step_lib.make_eval_step(model, head, num_classes)))
 
 
@@ -194,8 +242,9 @@ def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits
     train = train_batcher(config, splits, shuffle_seed(config))
     packed, common, caps = _batcher_options(config, splits)
     if packed:
-        return (train, packing.PackedBatcher(splits.validation, shape=train.shape, **caps, **common),
-                packing.PackedBatcher(splits.test, shape=train.shape, **caps, **common))
+        parts = packing_parts(config)
+        return (train, packing.PackedBatcher(splits.validation, shape=train.shape, parts=parts, **caps, **common),
+                packing.PackedBatcher(splits.test, shape=train.shape, parts=parts, **caps, **common))
     return (train, batching.Batcher(splits.validation, buckets=train.buckets, **common),
             batching.Batcher(splits.test, buckets=train.buckets, **common))
 
@@ -209,10 +258,15 @@ def train_batcher(config: ml_collections.ConfigDict, splits: pipeline.DataSplits
         orders = [shuffle_seed(config) + i for i in range(int(config.get("num_seeds", 1)))]
         others = tuple(o for o in orders if o != seed) if config.get("member_data_order", False) else ()
         return packing.PackedBatcher(splits.train, seed=seed, row_multiple=jax.local_device_count(), shape=shape,
-                                     shape_seeds=others, **caps, **common)
+                                     shape_seeds=others, parts=packing_parts(config), **caps, **common)
     if like is not None:
         return batching.Batcher(splits.train, seed=seed, buckets=like.buckets, **common)
     return batching.Batcher(splits.train, seed=seed, num_buckets=config.data.num_buckets, **caps, **common)
+
+
+def packing_parts(config: ml_collections.ConfigDict) -> int:
+    """The parts a packed global batch is built in: `data.batch_parts`, or one per process (0)."""
+    return int(config.data.get("batch_parts", 0)) or jax.process_count()
 
 
 def _batcher_options(config: ml_collections.ConfigDict, splits: pipeline.DataSplits):
@@ -259,7 +313,7 @@ def _print_data(splits, train_batches, mesh, batch_size: int, seconds: float) ->
     print(f"data: {len(splits.train)} train / {len(splits.validation)} validation / {len(splits.test)} test "
           f"reviews, vocabulary {len(splits.vocab)}, {len(splits.users) - 1} users, "
           f"{len(splits.products) - 1} products ({seconds:.1f}s)")
-    axes = "" if len(mesh.shape) == 1 else f", mesh {dict(mesh.shape)}"
+    axes = "" if all(size == 1 for axis, size in mesh.shape.items() if axis != "data") else f", mesh {dict(mesh.shape)}"
     print(f"devices: {mesh.size} devices ({jax.devices()[0].platform}){axes}, {jax.process_count()} processes, "
           f"global batch {batch_size}")
     kind = "packed batches" if padding.get("layout") == "packed" else "buckets"
@@ -328,11 +382,42 @@ def run_key(config: ml_collections.ConfigDict) -> jax.Array:
 
 # -- the loop ---------------------------------------------------------------------------------------
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step."""
+class Preemption:
+    """Turns SIGTERM into a stop that every process of the job agrees on.
 
-    def __init__(self):
-        self.requested = False
+    One process: the loop stops after the step during which the signal came (`agreed`). Several:
+    the signal reaches one host (or each at its own moment), so after every step each process
+    puts its flag into a tiny all-reduce over the mesh (a max over one value per device), dispatched
+    without waiting and read one step later, after the next step has been dispatched, as the
+    metrics are. Every process reads the same value after the same step, so all stop together,
+    save that step and exit 0; none is left waiting in a collective the others never enter.
+    Cost: one 4-byte all-reduce a step, overlapped with the step (README, "Multi-host").
+
+    `train_and_evaluate` installs it for the whole run: a SIGTERM during set-up stops the run
+    after its first step; one after the last step lets the final evaluation finish (exit 0).
+    """
+
+    def __init__(self, mesh: Mesh | None = None):
+        self.requested = False  # this process received SIGTERM
+        self._pending = None  # the all-reduce dispatched after the previous step
+        self._collective = False
+        if mesh is not None:
+            self.bind(mesh)
+
+    def bind(self, mesh: Mesh) -> None:
+        """Agree over the devices of `mesh` (needed with several processes only)."""
+        self._collective = jax.process_count() > 1
+        if self._collective:
+            self._devices = NamedSharding(mesh, P(mesh.axis_names))  # one value per device
+            self._any = jax.jit(lambda flags: flags.max(), out_shardings=NamedSharding(mesh, P()))
+
+    def agreed(self) -> bool:
+        """Called after every step, by every process: whether all stop now."""
+        if not self._collective:
+            return self.requested
+        flags = np.full(jax.local_device_count(), int(self.requested), np.int32)
+        previous, self._pending = self._pending, self._any(jax.make_array_from_process_local_data(self._devices, flags))
+        return previous is not None and bool(previous)
 
     @contextlib.contextmanager
     def installed(self):
@@ -381,9 +466,19 @@ class Fit:
         self.checkpoint_every = Every(self.train.checkpoint_every_steps)
         self.pending = None  # the metrics of the step before: read one step late so dispatch never waits
         self.eval_seconds = self.compile_seconds = 0.0
-        self.trained_reviews = 0
+        self.trained_reviews = self.trained_steps = 0
         self.preempted = False
         self.train_seconds = 0.0
+        self.costs: dict | None = None  # measure_costs(): memory and FLOPs of the train step
+        self.preemption: Preemption | None = None  # the run's (train_and_evaluate), else run() makes one
+
+    def measure_costs(self) -> dict:
+        """Memory per device and counted FLOPs of the train step (`accounting.step_costs`),
+        compiling it ahead of time for the first batch's shape (the loop then reuses the program)."""
+        experiment = self.experiment
+        batch = experiment.train_to_device(next(iter(experiment.train_batches.epoch(0))))
+        self.costs = accounting.step_costs(experiment.train_step, self.state, batch, self.key)
+        return self.costs
 
     def make_key(self) -> jax.Array:
         """The key of every step's randomness (an ensemble: one per member)."""
@@ -435,6 +530,7 @@ class Fit:
         self.writer.write("train", step, record, scalars=self.log_every.due(step))
         reviews = int(np.ravel(values["weight"])[0])  # every member sees as many reviews
         self.trained_reviews += reviews
+        self.trained_steps += 1
         self.progress.update(step, reviews, f"epoch {epoch + 1} loss {record['loss']:.4f}")
 
     def check(self, metrics, at_step: int) -> dict:
@@ -490,7 +586,7 @@ class Fit:
             self.checkpoint()
         return self.step >= self.experiment.total_steps
 
-    def run_epoch(self, epoch: int, start: int, preemption: _Preemption) -> None:
+    def run_epoch(self, epoch: int, start: int, preemption: Preemption) -> None:
         experiment = self.experiment
         batches = experiment.train_batches.epoch(epoch, start)
         with batching.prefetching(batches, self.train.prefetch, experiment.train_to_device) as on_device:
@@ -498,7 +594,7 @@ class Fit:
                 self.train_step(batch, epoch)
                 if self.after_step():
                     return
-                if preemption.requested:
+                if preemption.agreed():
                     self.preempted = True
                     return
 
@@ -507,7 +603,7 @@ class Fit:
         experiment = self.experiment
         started = time.perf_counter()
         experiment.compile_clock.take()  # from here on, compilation during training steps is counted apart
-        preemption = _Preemption()
+        preemption = Preemption(experiment.mesh) if self.preemption is None else self.preemption
         with preemption.installed():
             while self.step < experiment.total_steps and not self.stopping.stopped_early and not self.preempted:
                 self.run_epoch(*divmod(self.step, experiment.steps_per_epoch), preemption)
@@ -515,7 +611,9 @@ class Fit:
         if self.preempted:
             self.checkpoint()
             self.progress.newline()
-            print(f"SIGTERM: saved step {self.step} in {experiment.workdir}; run the same command to resume")
+            process = f"process {jax.process_index()}: " if jax.process_count() > 1 else ""
+            print(f"{process}SIGTERM: saved step {self.step} in {experiment.workdir}; run the same command to resume",
+                  flush=True)
             return
         if self.step % experiment.steps_per_epoch and not self.stopping.stopped_early:
             self.validate()  # ended mid-epoch (eval-every-N runs)
@@ -566,10 +664,21 @@ def final_results(experiment: Experiment, fit: Fit) -> dict:
         "docs_per_s": round(fit.trained_reviews / max(fit.train_seconds, 1e-9), 1),
         "data": splits.report,
     }
+    if fit.costs is not None:
+        results["accounting"] = {**fit.costs, **accounting.throughput(
+            flops_per_step=fit.costs["flops_per_step"], steps=fit.trained_steps, seconds=fit.train_seconds,
+            reviews=fit.trained_reviews, tokens=fit.trained_reviews * tokens_per_review(experiment.train_batches),
+            devices=experiment.mesh.size, device=experiment.mesh.devices.flat[0])}
     reference = _text_only_reference(config)
     if reference:
         results["reference"] = reference
     return results
+
+
+def tokens_per_review(batcher) -> float:
+    """Real (kept) tokens per training review: what an epoch's batches hold, per review."""
+    padding = batcher.padding_report()
+    return (padding["tokens"] - padding["truncated_tokens"]) / max(1, len(batcher.data))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, setup_fn: Callable = setup,
@@ -596,30 +705,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, setup
         changed = check_resumable(workdir, config)
         if changed and is_main:
             print(f"resuming with changed settings: {', '.join(changed)}")
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+    if is_main:  # replaced whole, so another process's check_resumable never reads half a file
+        with open(os.path.join(workdir, "config.json.tmp"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        os.replace(os.path.join(workdir, "config.json.tmp"), os.path.join(workdir, "config.json"))
 
-    experiment = setup_fn(config, workdir)
-    state, stopping, resumed = restore_fn(experiment, ckpt)
-    if is_main:
-        sizes = models.count_parameters(state.params)
-        members = int(np.ravel(jax.device_get(state.step)).size) if np.ndim(state.step) else 0
-        per = max(1, members)
-        print(f"model {config.model.name}: {sizes['total'] // per:,} parameters "
-              f"({', '.join(f'{k} {v // per:,}' for k, v in sizes.items() if k != 'total')})"
-              + (f", {members} members" if members else ""))
-        if resumed:
-            print(f"resumed from step {state_step(state)} of {experiment.total_steps}")
-    fit = fit_class(experiment, state, stopping, ckpt, resumed=resumed)
-    try:
-        fit.run()
-        if fit.preempted:
-            return {"preempted": True, "step": fit.step}
-        results = results_fn(experiment, fit)
-        fit.writer.write("test", fit.step, {k: v for k, v in results["test"].items() if not isinstance(v, list)})
-    finally:
-        fit.close()
+    # SIGTERM from here on is a preemption (see Preemption): during set-up the run stops after its
+    # first step, after the last step it finishes its evaluation; always saved, exit 0, every process.
+    preemption = Preemption()
+    with preemption.installed():
+        experiment = setup_fn(config, workdir)
+        preemption.bind(experiment.mesh)
+        state, stopping, resumed = restore_fn(experiment, ckpt)
+        if is_main:
+            sizes = models.count_parameters(state.params)
+            members = int(np.ravel(jax.device_get(state.step)).size) if np.ndim(state.step) else 0
+            per = max(1, members)
+            print(f"model {config.model.name}: {sizes['total'] // per:,} parameters "
+                  f"({', '.join(f'{k} {v // per:,}' for k, v in sizes.items() if k != 'total')})"
+                  + (f", {members} members" if members else ""))
+            if resumed:
+                print(f"resumed from step {state_step(state)} of {experiment.total_steps}")
+        fit = fit_class(experiment, state, stopping, ckpt, resumed=resumed)
+        fit.preemption = preemption
+        try:
+            costs = fit.measure_costs()
+            if is_main:
+                print(f"train step: {costs['flops_per_step'] / 1e9:,.3f} GFLOP (counted matmuls, all devices); per "
+                      f"device: {accounting.describe_memory(costs)}")
+            fit.run()
+            if fit.preempted:
+                return {"preempted": True, "step": fit.step}
+            results = results_fn(experiment, fit)
+            fit.writer.write("test", fit.step, {k: v for k, v in results["test"].items() if not isinstance(v, list)})
+        finally:
+            fit.close()
     if is_main:
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2, sort_keys=True)
@@ -671,4 +791,10 @@ def format_results(results: dict) -> str:
                      f"evaluation {results['eval_seconds']:.1f}s, compilation {results['compile']['seconds']:.1f}s "
                      f"({results['compile']['programs']} programs compiled, {results['compile']['cache_reads']} "
                      "read from the cache)")
+    if "accounting" in results:
+        a = results["accounting"]
+        mfu = "n/a on CPU" if a.get("mfu") is None else f"{a['mfu']:.1%}"
+        lines.append(f"per device: {a['docs_per_s_per_device']:,.0f} docs/s, {a['tokens_per_s_per_device']:,.0f} "
+                     f"tokens/s; {a['flops_per_step'] / 1e9:,.3f} GFLOP a step (counted matmuls), "
+                     f"{a['achieved_flops_per_s'] / 1e9:,.2f} GFLOP/s achieved, MFU {mfu}")
     return "\n".join(lines)
