@@ -13,6 +13,8 @@ The public names, each documented where it is defined:
     train.loop                   the fit loop in parts (setup, restore_or_create, Fit, final_results)
                                  and train_and_evaluate(config, workdir), what experiments.train runs
     analysis.analyze_run(workdir)  every number of a run's report (experiments.report) as plain dicts
+    tune.sweep.run_sweep(config, workdir, trials=N)  a hyperparameter search (experiments.sweep): Optuna
+                                 studies, batched trials as populations, pruning, folds, report
 
 Layers point one way: data -> models -> train -> experiments; `run` (load_run) sits on top, and
 `analysis` on it.

@@ -70,12 +70,16 @@ def test_random_and_tpe_on_a_tiny_config(tmp_path, method):
     assert results["compile"]["programs"] == 0 and results["compile"]["cache_reads"] == 0
 
 
-def test_pruning_stops_a_bad_trial(tmp_path):
-    config = tiny(LR, **{"search.metric": "nll", "search.startup_trials": 1, "search.warmup_evaluations": 0,
-                         "train.epochs": 3})
+@pytest.mark.parametrize("space, good, bad", [
+    (LR, {"optimizer.learning_rate": 0.05}, {"optimizer.learning_rate": 1e-5}),  # trials in a population of one
+    ({"optimizer.eps": {"log": [1e-8, 1e4]}}, {"optimizer.eps": 1e-8}, {"optimizer.eps": 1e4}),  # plain runs
+], ids=["population", "plain"])
+def test_pruning_stops_a_bad_trial(tmp_path, space, good, bad):
+    config = tiny(space, **{"search.metric": "nll", "search.startup_trials": 1, "search.warmup_evaluations": 0,
+                            "train.epochs": 3})
     sweep = make(tmp_path, config, method="random")
-    sweep.study.enqueue_trial({"optimizer.learning_rate": 0.05})  # learns
-    sweep.study.enqueue_trial({"optimizer.learning_rate": 1e-5})  # barely moves: worse than the median
+    sweep.study.enqueue_trial(good)  # learns
+    sweep.study.enqueue_trial(bad)  # barely moves: worse than the median at its first evaluation
     sweep.run(2)
     good, bad = trials(sweep)
     assert good.state == State.COMPLETE and bad.state == State.PRUNED

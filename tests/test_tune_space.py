@@ -245,3 +245,17 @@ def _files(path, **options):
     for key, value in options.items():
         config[key] = value
     return config
+
+
+@pytest.mark.parametrize("method", ["cmaes", "gp"])
+def test_cmaes_and_gp_through_the_worker_loop(tmp_path, monkeypatch, method):
+    if method == "gp":
+        pytest.importorskip("torch", reason="--method=gp needs PyTorch (pip install torch, or .[gp])")
+    spec = {"optimizer.learning_rate": {"log": [1e-4, 1e-2]}, "model.head_dropout": {"float": [0.0, 0.5]}}
+    sweep, _ = fake_sweep(tmp_path, {**spec}, method=method, monkeypatch=monkeypatch,
+                          score=lambda o: -abs(math.log10(o["optimizer.learning_rate"]) + 3) - o["model.head_dropout"])
+    sweep.config.search.startup_trials = 3
+    sweep.run(8)
+    trials = sweep.study.get_trials()
+    assert len(trials) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(1e-4 <= t.params["optimizer.learning_rate"] <= 1e-2 for t in trials)
