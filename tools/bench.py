@@ -132,9 +132,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def configure_devices(devices: int) -> None:
     """`devices` fake CPU devices (XLA_FLAGS, before jax is imported); no effect on GPU / TPU."""
-    if devices > 1:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                                   + f" --xla_force_host_platform_device_count={devices}").strip()
+    if devices > 1:  # first: XLA stops reading at configure_threads' bare "intra_op_parallelism_threads=N"
+        os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
+                                   + os.environ.get("XLA_FLAGS", "")).strip()
 
 
 def threads_in_use(requested: int) -> int:
@@ -245,6 +245,7 @@ def build_program(args, batch_size: int | None = None):
     (config, step, state, batch, key, mesh)."""
     import jax
     import jax.numpy as jnp
+    import numpy as np
     import optax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -263,9 +264,12 @@ def build_program(args, batch_size: int | None = None):
     sized = argparse.Namespace(**{**vars(args), "batch": size})
     batch = jax.device_put(random_batch(args.model, layout, sized), NamedSharding(mesh, P("data")))
     lo, hi = 1.0, float(args.classes)
-    model = models.build_model(config, vocab_size=sharding.padded_rows(args.vocab, mesh),
-                               num_users=sharding.padded_rows(args.users, mesh),
-                               num_products=sharding.padded_rows(args.products, mesh),
+    token_slots = sum(int(np.size(batch[k])) for k in ("words", "tokens") if k in batch)
+    split = sharding.TableSplit.decide(mesh, rows={"vocab": args.vocab, "ids": min(args.users, args.products)},
+                                       lookups={"vocab": token_slots, "ids": size})
+    model = models.build_model(config, vocab_size=split.padded_rows(args.vocab, "vocab"),
+                               num_users=split.padded_rows(args.users, "ids"),
+                               num_products=split.padded_rows(args.products, "ids"),
                                num_classes=args.classes, rating_range=(lo, hi))
     tx = optax.adam(1e-3)
     key = jax.random.key(0)
@@ -285,7 +289,8 @@ def build_program(args, batch_size: int | None = None):
         return {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
                 "opt_state": opt_state}, loss
 
-    params = sharding.param_shardings(sharding.param_logical_axes(model, batch), mesh)
+    jax.set_mesh(mesh)  # the steps are traced with the mesh in effect, as in training (layers.batch_shards)
+    params = sharding.param_shardings(sharding.param_logical_axes(model, batch), mesh, split)
     shardings = sharding.state_shardings(jax.eval_shape(init, batch, key), params, mesh)
     state = jax.jit(init, out_shardings=shardings)(batch, key)
     step = jax.jit(train_step, donate_argnums=0, out_shardings=(shardings, NamedSharding(mesh, P())))

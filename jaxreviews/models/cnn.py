@@ -80,6 +80,30 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
 
 
+def _chunk_layout(batch: int, steps: int) -> tuple[int, int, int]:
+    """(shards, chunks, rows): a batch of `batch` rows walked in `chunks` scan steps, each taking
+    `rows` rows (~CHUNK_TOKENS tokens) from each of the `shards` equal parts the devices hold
+    (`layers.batch_shards`): the scan then runs on every device at once, never across them."""
+    shards = layers.batch_shards()
+    shards = shards if batch % shards == 0 else 1
+    rows = _largest_divisor_at_most(batch // shards, max(1, CHUNK_TOKENS // steps))
+    return shards, batch // (shards * rows), rows
+
+
+def _to_chunks(a: Array, layout: tuple[int, int, int]) -> Array:
+    """[B, ...] -> [chunks, shards * rows, ...] (`_chunk_layout`); one shard: consecutive rows."""
+    shards, chunks, rows = layout
+    a = a.reshape(shards, chunks, rows, *a.shape[1:]).swapaxes(0, 1)
+    return a.reshape(chunks, shards * rows, *a.shape[3:])
+
+
+def _from_chunks(a: Array, layout: tuple[int, int, int]) -> Array:
+    """The inverse of `_to_chunks`: [chunks, shards * rows, ...] -> [B, ...]."""
+    shards, chunks, rows = layout
+    a = a.reshape(chunks, shards, rows, *a.shape[2:]).swapaxes(0, 1)
+    return a.reshape(shards * chunks * rows, *a.shape[3:])
+
+
 @jax.custom_vjp
 def conv_max_over_time(x: Array, mask: Array, kernels: tuple[Array, ...]) -> Array:
     """Batch-major x [N, T, E], mask [N, T] -> max over real window starts of the convolution,
@@ -96,9 +120,9 @@ def _conv_max_forward(x, mask, kernels):
     batch, steps, features = x.shape
     widest = max(k.shape[0] for k in kernels)
     stacked = _stack_kernels(kernels).astype(x.dtype)
-    rows = _largest_divisor_at_most(batch, max(1, CHUNK_TOKENS // steps))
-    x_chunks = jnp.pad(x, ((0, 0), (0, widest - 1), (0, 0))).reshape(batch // rows, rows, steps + widest - 1, features)
-    mask_chunks = mask.reshape(batch // rows, rows, steps)
+    layout = _chunk_layout(batch, steps)
+    x_chunks = _to_chunks(jnp.pad(x, ((0, 0), (0, widest - 1), (0, 0))), layout)
+    mask_chunks = _to_chunks(mask, layout)
 
     def chunk(_, inputs):
         xc, mc = inputs  # [n, T + w - 1, E], [n, T]
@@ -111,7 +135,7 @@ def _conv_max_forward(x, mask, kernels):
         return None, (best, jnp.minimum(position, steps - 1))
 
     _, (best, position) = jax.lax.scan(chunk, None, (x_chunks, mask_chunks))
-    best, position = best.reshape(batch, -1), position.reshape(batch, -1)
+    best, position = _from_chunks(best, layout), _from_chunks(position, layout)
     present = mask.any(1)[:, None]  # [N, 1]
     return jnp.where(present, best, 0.0), position, present
 
@@ -129,19 +153,22 @@ def _conv_max_bwd(residuals, g):
     g = jnp.where(present, g, 0.0).astype(x.dtype)  # [N, sum F]
     widest = max(k.shape[0] for k in kernels)
     padded = jnp.pad(x, ((0, 0), (0, widest - 1), (0, 0)))  # [N, T + w - 1, E]
-    rows_n = jnp.arange(batch)[:, None, None]
     # Many filters' windows cover the same step: scatter-add in float32, round once at the end.
     accumulate = layers.accumulate_dtype(x.dtype)
     dx = jnp.zeros(padded.shape, accumulate)
+    # Gathers and scatters within each row, vmapped: the row is a batch dimension of the gather, so
+    # a batch split over devices stays split (no device gathers the others' rows).
+    gather = jax.vmap(lambda row, steps_: row[steps_])
+    scatter_add = jax.vmap(lambda row, steps_, values: row.at[steps_].add(values))
     dkernels, column = [], 0
     for kernel in kernels:
         width, _, filters = kernel.shape
         g_k = g[:, column:column + filters]  # [N, F]
         rows_t = position[:, None, column:column + filters] + jnp.arange(width)[None, :, None]  # [N, k, F]
-        windows = padded[rows_n, rows_t]  # [N, k, F, E]: the argmax window of every filter
+        windows = gather(padded, rows_t)  # [N, k, F, E]: the argmax window of every filter
         dkernels.append(jnp.einsum("njfe,nf->jef", windows, g_k).astype(kernel.dtype))
-        dx = dx.at[rows_n, rows_t].add(jnp.einsum("nf,jef->njfe", g_k, kernel.astype(x.dtype),
-                                                  preferred_element_type=accumulate))
+        dx = scatter_add(dx, rows_t, jnp.einsum("nf,jef->njfe", g_k, kernel.astype(x.dtype),
+                                                preferred_element_type=accumulate))
         column += filters
     return dx[:, :steps].astype(x.dtype), None, tuple(dkernels)
 
@@ -172,8 +199,8 @@ def _segment_conv_max_forward(x, mask, segments, num_segments, kernels):
     widest = max(k.shape[0] for k in kernels)
     stacked = _stack_kernels(kernels).astype(x.dtype)
     same = _segment_same(segments, widest)
-    per_chunk = _largest_divisor_at_most(rows, max(1, CHUNK_TOKENS // steps))
-    chunked = lambda a: a.reshape(rows // per_chunk, per_chunk, *a.shape[1:])  # noqa: E731
+    layout = _chunk_layout(rows, steps)
+    chunked = lambda a: _to_chunks(a, layout)  # noqa: E731
     x_padded = jnp.pad(x, ((0, 0), (0, widest - 1), (0, 0)))
 
     def chunk(_, inputs):  # the [n, L, sum k*F] tap matrix of a few rows stays in cache
@@ -183,7 +210,7 @@ def _segment_conv_max_forward(x, mask, segments, num_segments, kernels):
         return None, jnp.where(mc[..., None], _sum_taps(taps, kernels, steps, axis=1, same=same_taps), -jnp.inf)
 
     _, responses = jax.lax.scan(chunk, None, (chunked(x_padded), chunked(mask), *map(chunked, same)))
-    responses = responses.reshape(rows * steps, -1)  # [R*L, sum F]
+    responses = _from_chunks(responses, layout).reshape(rows * steps, -1)  # [R*L, sum F]
     flat_segments = segments.reshape(-1)
     best = jax.ops.segment_max(responses, flat_segments, num_segments)  # [B, sum F]
     position = jnp.arange(rows * steps, dtype=jnp.int32)[:, None]

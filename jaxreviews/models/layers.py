@@ -77,6 +77,19 @@ def accumulate_dtype(dtype: Dtype) -> Dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+# The mesh axis that splits the batch (jaxreviews.train.sharding's "data").
+BATCH_MESH_AXIS = "data"
+
+
+def batch_shards() -> int:
+    """How many devices split the batch of the program being traced: the size of the mesh's data
+    axis when the program is traced under `jax.set_mesh(mesh)` (the train layer does so), else 1.
+    A kernel that walks its batch in chunks (cnn.py) makes each chunk take rows from every
+    device's part, so its scan never runs across devices."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return 1 if mesh.empty else int(dict(mesh.shape).get(BATCH_MESH_AXIS, 1))
+
+
 # Logical axis names of the embedding tables, the parameters worth splitting over devices (millions
 # of rows on real data): rows, features. jaxreviews.train.sharding maps them to mesh axes.
 VOCAB_AXES = ("vocab", "embed")

@@ -178,9 +178,19 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None 
     if is_main:
         _print_data(splits, train_batches, mesh, batch_size, time.perf_counter() - started)
 
-    # A table split over the model axis needs a multiple of its size in rows (the extra ones unused).
-    rows = {key: sharding_lib.padded_rows(count, mesh) for key, count in
-            (("vocab_size", len(splits.vocab)), ("num_users", len(splits.users)), ("num_products", len(splits.products)))}
+    example_batch = next(iter(train_batches.epoch(0)))
+    # Which tables split over which devices (an ensemble's own steps keep its tables whole); a split
+    # table needs a multiple of its devices in rows (the extra ones unused).
+    split = sharding_lib.TableSplit(mesh)
+    if make_steps is None:
+        split = sharding_lib.TableSplit.decide(mesh, rows={
+            "vocab": len(splits.vocab), "ids": min(len(splits.users), len(splits.products))}, lookups={
+            "vocab": _token_slots(example_batch) * jax.process_count(), "ids": batch_size})
+    if is_main and mesh.size > 1 and make_steps is None:
+        print(f"embedding tables: {split.describe()}")
+    rows = {"vocab_size": split.padded_rows(len(splits.vocab), "vocab"),
+            "num_users": split.padded_rows(len(splits.users), "ids"),
+            "num_products": split.padded_rows(len(splits.products), "ids")}
     if splits.pretrained is not None and rows["vocab_size"] > len(splits.pretrained):
         extra = rows["vocab_size"] - len(splits.pretrained)
         splits = dataclasses.replace(splits, pretrained=np.pad(splits.pretrained, ((0, extra), (0, 0))))
@@ -196,9 +206,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None 
                                              total_epochs=config.train.epochs, batch_size=batch_size,
                                              **(optimizer_options or {}))
     state_sharding = None
-    example_batch = next(iter(train_batches.epoch(0)))
     if make_steps is None:
-        state_sharding = state_shardings(model, tx, mesh, _on_mesh(example_batch, mesh), splits.pretrained)
+        state_sharding = state_shardings(model, tx, mesh, _on_mesh(example_batch, mesh), splits.pretrained, split)
         steps = single_model_steps(model, tx, config, splits.num_classes, state_sharding=state_sharding)
     else:
         steps = make_steps(model, tx, config, splits.num_classes)
@@ -210,18 +219,26 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, mesh: Mesh | None 
         state_sharding=state_sharding, example_batch=example_batch)
 
 
+def _token_slots(batch: dict) -> int:
+    """Token slots of (this process's part of) a batch: what its word table looks up."""
+    for key in ("words", "tokens"):
+        if key in batch:
+            return int(np.size(batch[key]))
+    return 0
+
+
 def _on_mesh(batch: dict, mesh: Mesh) -> dict:
     """This process's part of a batch -> global arrays split over the mesh's data axis."""
     data = NamedSharding(mesh, P("data"))
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), batch)
 
 
-def state_shardings(model, tx, mesh: Mesh, batch: dict, pretrained=None):
+def state_shardings(model, tx, mesh: Mesh, batch: dict, pretrained=None, split=None):
     """Where each array of a fresh TrainState lives (`sharding.state_shardings`): the shapes from
-    `jax.eval_shape` of the init, the tables' logical axes from the model."""
+    `jax.eval_shape` of the init, the tables' logical axes from the model, split as `split` says."""
     abstract = jax.eval_shape(lambda b, k, table: step_lib.init_state(model, tx, b, k, pretrained_embeddings=table),
                               batch, jax.random.key(0), pretrained)
-    params = sharding_lib.param_shardings(sharding_lib.param_logical_axes(model, batch), mesh)
+    params = sharding_lib.param_shardings(sharding_lib.param_logical_axes(model, batch), mesh, split)
     return sharding_lib.state_shardings(abstract, params, mesh)
 
 
@@ -713,9 +730,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, setup
     # SIGTERM from here on is a preemption (see Preemption): during set-up the run stops after its
     # first step, after the last step it finishes its evaluation; always saved, exit 0, every process.
     preemption = Preemption()
-    with preemption.installed():
+    with contextlib.ExitStack() as context:
+        context.enter_context(preemption.installed())
         experiment = setup_fn(config, workdir)
         preemption.bind(experiment.mesh)
+        # The steps are traced with the mesh in effect: a kernel that walks its batch in chunks
+        # keeps every device on its own rows (models.layers.batch_shards).
+        context.enter_context(jax.set_mesh(experiment.mesh))
         state, stopping, resumed = restore_fn(experiment, ckpt)
         if is_main:
             sizes = models.count_parameters(state.params)

@@ -1,27 +1,39 @@
 """The device mesh, and where each array of the train state lives on it.
 
-Mesh axes ("data", "model"): the batch is split over "data"; the embedding tables (vocabulary,
-users, products: millions of rows on real data) are split by rows over "model"; every other array
-is replicated. A table of V rows then costs V/M rows per device, parameters and Adam moments alike,
-and its gradient is summed into the rows where they live. `model` = 1 (the default) is plain data
-parallelism.
+Mesh axes ("data", "model"): the batch is split over "data" (and replicated over "model"); the
+embedding tables (vocabulary, users, products: millions of rows on real data) are split by rows
+over "model", and over "data" as well where that moves less data (`TableSplit`); every other array
+is replicated. A table split over S devices costs V/S rows per device, parameters and Adam moments
+alike, and each device updates only its rows.
+
+Why over "data" too: with the batch split over D devices and a table replicated, every device
+computes the whole table's gradient, they sum it (an all-reduce of V x E) and each applies Adam to
+all V rows: D times the update work on the same cores. Split by rows, a device looks its batch's
+ids up in the others' rows (XLA exchanges the ids and the looked-up rows: lookups x E) and updates
+V/D rows. That is less whenever the table has at least as many rows as a global batch looks up:
+`TableSplit.decide` splits a table axis over "data" exactly then (measured with 8 CPU devices: Kim
+CNN, 30,000-word table, batch 32 x 384 tokens, 525 ms a step replicated, 178 ms split, 1 device
+199 ms).
 
 Sharding rules are declared once: the models name the axes of their tables
 (`layers.WordEmbedding`: ("vocab", "embed"), `layers.IdEmbedding`: ("ids", "embed"), through
-`layers.logically_partitioned`, Flax's `nn.with_logical_partitioning`), and `RULES` maps those
-logical names to mesh axes. Nothing else names a device axis.
+`layers.logically_partitioned`, Flax's `nn.with_logical_partitioning`), and the rules map those
+logical names to mesh axes (`TableSplit.rules`). Nothing else names a device axis.
 
 The state is born sharded: `jax.eval_shape` of the model's init gives every parameter's shape and
 logical axes, the optimiser state's arrays take the sharding of the parameter they mirror (Adam's
 moments of a table are split as the table), and the init is jitted with these `out_shardings`, so
-no device ever holds a whole split table (`state_shardings`, `create_state`).
+no device ever holds a whole split table (`state_shardings`).
 
-Tables must split evenly: `padded_rows(n, mesh)` rounds a table's row count up to a multiple of
-the model axis. The extra rows are never indexed (ids are checked against the real sizes), get no
-gradient and stay where they started; the real rows start exactly as without padding (JAX's
-random bits depend on an element's index, not the array's size).
+Tables must split evenly: `TableSplit.padded_rows` rounds a table's row count up to a multiple of
+the devices it is split over. The extra rows are never indexed (ids are checked against the real
+sizes), get no gradient and stay where they started; the real rows start exactly as without
+padding (JAX's random bits depend on an element's index, not the array's size).
 """
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -30,6 +42,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 # Logical axis -> mesh axis. "vocab" and "ids" are the row axes of the word and id tables.
 RULES = (("vocab", "model"), ("ids", "model"), ("embed", None))
+TABLE_AXES = ("vocab", "ids")
 
 
 def make_mesh(model: int = 1, devices=None) -> Mesh:
@@ -45,20 +58,44 @@ def make_mesh(model: int = 1, devices=None) -> Mesh:
     return Mesh(devices.reshape(devices.size // model, model), ("data", "model"))
 
 
-def model_axis_size(mesh: Mesh) -> int:
-    return int(dict(mesh.shape).get("model", 1))
+@dataclasses.dataclass(frozen=True)
+class TableSplit:
+    """Which table axes are split over "data" as well as "model" on `mesh`."""
 
+    mesh: Mesh
+    over_data: tuple[str, ...] = ()
 
-def padded_rows(rows: int, mesh: Mesh) -> int:
-    """`rows` rounded up to a multiple of the model axis (tables must split evenly)."""
-    multiple = model_axis_size(mesh)
-    return -(-rows // multiple) * multiple
+    @classmethod
+    def decide(cls, mesh: Mesh, *, rows: dict[str, int], lookups: dict[str, int]) -> "TableSplit":
+        """Split a table axis over "data" too when its tables have at least as many rows as a
+        global batch looks up (`rows`, `lookups` by logical axis: the word table's rows against the
+        batch's token slots, the smallest id table's against the batch size)."""
+        if dict(mesh.shape).get("data", 1) == 1:
+            return cls(mesh)
+        return cls(mesh, tuple(name for name in TABLE_AXES if name in rows and rows[name] >= lookups.get(name, 0)))
 
+    def mesh_axes(self, logical: str) -> tuple[str, ...]:
+        names = set(self.mesh.axis_names)
+        axis = dict(RULES).get(logical)
+        axes = (("data",) if logical in self.over_data else ()) + ((axis,) if axis else ())
+        return tuple(a for a in axes if a in names)
 
-def rules_for(mesh: Mesh) -> tuple:
-    """`RULES` with the mesh axes this mesh lacks (an ensemble's mesh has no "model") unsplit."""
-    names = set(mesh.axis_names)
-    return tuple((logical, axis if axis in names else None) for logical, axis in RULES)
+    def rules(self) -> tuple:
+        """Flax logical axis rules for this mesh (axes it lacks, as an ensemble's, left unsplit)."""
+        return tuple((logical, self.mesh_axes(logical) or None) for logical, _ in RULES)
+
+    def devices(self, logical: str) -> int:
+        """How many devices split a table axis."""
+        return math.prod(int(dict(self.mesh.shape)[a]) for a in self.mesh_axes(logical))
+
+    def padded_rows(self, rows: int, logical: str) -> int:
+        """`rows` rounded up to a multiple of the devices splitting `logical` (tables split evenly)."""
+        multiple = self.devices(logical)
+        return -(-rows // multiple) * multiple
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} rows over {' x '.join(self.mesh_axes(name)) or 'no axis'} ({self.devices(name)})"
+                         for name in TABLE_AXES)
 
 
 def param_logical_axes(model, batch) -> dict:
@@ -70,9 +107,10 @@ def param_logical_axes(model, batch) -> dict:
     return nn.get_partition_spec(abstract["params"])
 
 
-def param_shardings(logical_axes, mesh: Mesh):
-    """Logical axes -> NamedShardings on `mesh` by `RULES`."""
-    return nn.logical_to_mesh_sharding(logical_axes, mesh, rules_for(mesh))
+def param_shardings(logical_axes, mesh: Mesh, split: TableSplit | None = None):
+    """Logical axes -> NamedShardings on `mesh` by `split`'s rules (default: tables over "model")."""
+    split = TableSplit(mesh) if split is None else split
+    return nn.logical_to_mesh_sharding(logical_axes, mesh, split.rules())
 
 
 def state_shardings(abstract_state, params_sharding, mesh: Mesh):
