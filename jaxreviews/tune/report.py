@@ -96,14 +96,18 @@ def plot_parameters(study: optuna.Study, space: space_lib.Space, found: list[ana
         having = [t for t in complete if parameter.optuna_name in t.params]
         xs = [_values(t, parameter) for t in having]
         ys = [t.value for t in having]
+        spread = [float(t.user_attrs.get("score_std") or 0.0) for t in having]  # over seeds or folds
         if parameter.kind == "choice":
             labels = [str(c) for c in parameter.choices]
             positions = [labels.index(str(x)) for x in xs]
             jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(positions))
-            ax.scatter(np.asarray(positions) + jitter, ys, s=18)
+            xs = np.asarray(positions) + jitter
             ax.set_xticks(range(len(labels)), labels)
+        if any(spread):
+            ax.errorbar(xs, ys, yerr=spread, fmt="o", markersize=4, capsize=2, elinewidth=0.8)
         else:
             ax.scatter(xs, ys, s=18)
+        if parameter.kind != "choice":
             if parameter.log_scale:
                 ax.set_xscale("log", base=2 if parameter.kind == "pow2" else 10)
             for bound in (parameter.low, parameter.high):
@@ -274,7 +278,7 @@ def write_report(study: optuna.Study, space: space_lib.Space, workdir: str, *, m
                            "pruned and failed trials at their last reported value",
                 "parameters": "Validation metric against each parameter (log axes for log and power-of-two "
                               "ranges; dashed: the range searched; shaded: the proposed next range; circled: "
-                              "the best trial)",
+                              "the best trial; bars: ± the score's std over seeds or folds)",
                 "parallel": "Parallel coordinates: every complete trial's parameters and score, coloured by score",
                 "importance": "Parameter importance (Optuna's fANOVA over the complete trials)"}
     proposed = analysis.next_space(space, found)
