@@ -61,6 +61,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.tfds_data_dir = ""  # where TFDS keeps prepared data sets; "" = TFDS's default (~/tensorflow_datasets)
     c.split_fractions = (0.8, 0.1, 0.1)
     c.split_seed = 0
+    # The training order's seed; -1 = the run's `seed`. An ensemble's members share the order of
+    # the run's seed, so member i equals a single run with seed + i and this set to the seed.
+    c.shuffle_seed = -1
     c.valid_fraction = 0.1  # held out of `train` when there is no `valid` file
     # K-fold cross-validation (folds >= 2): the reviews outside the test split (train + validation
     # of split_fractions, or the data.train file) are cut into `folds` folds by split_seed, copies
