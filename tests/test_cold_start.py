@@ -32,7 +32,7 @@ def train(module, path: str, workdir: str, **user_product):
     return jaxreviews.load_run(workdir), pipeline.load_splits(config.data)
 
 
-def test_metrics(run, splits, *, cold: bool) -> dict:
+def metrics_on_test(run, splits, *, cold: bool) -> dict:
     data = splits.test
     if cold:  # every review by an unseen user about an unseen product: id 0 for both
         arrays = dataclasses.replace(data.arrays, users=np.zeros_like(data.arrays.users),
@@ -45,11 +45,11 @@ def test_metrics(run, splits, *, cold: bool) -> dict:
 def test_unseen_users_and_products_fall_back_to_the_text(tmp_path):
     path = corpus_file(tmp_path)
     text_run, splits = train(han, path, str(tmp_path / "han"))
-    text_only = test_metrics(text_run, splits, cold=False)
+    text_only = metrics_on_test(text_run, splits, cold=False)
     upa_run, _ = train(han_upa, path, str(tmp_path / "han_upa"))  # the default unknown_dropout
-    warm, cold = test_metrics(upa_run, splits, cold=False), test_metrics(upa_run, splits, cold=True)
+    warm, cold = metrics_on_test(upa_run, splits, cold=False), metrics_on_test(upa_run, splits, cold=True)
     untrained_run, _ = train(han_upa, path, str(tmp_path / "han_upa_no_unknown"), unknown_dropout=0.0)
-    untrained = test_metrics(untrained_run, splits, cold=True)
+    untrained = metrics_on_test(untrained_run, splits, cold=True)
     figures = {"text_only": text_only, "warm": warm, "cold": cold, "cold_without_unknown_dropout": untrained}
     summary = {name: (round(m["accuracy"], 3), round(m["rmse"], 3)) for name, m in figures.items()}
     assert warm["accuracy"] > text_only["accuracy"] + 0.03, summary  # ids help the users it knows...
