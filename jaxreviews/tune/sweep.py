@@ -7,9 +7,10 @@ stops early when a grid has run every point. Before each ask it fails and re-enq
 of workers that died (`study.recover_interrupted`). `batch_trials=K` asks K trials at a time; with
 a method other than grid, trials 2..K of a batch take the first's shape parameters (hidden size,
 layers, batch size, choices: `enqueue_trial` with those fixed, the sampler draws the rest), so the
-K train as one program; a grid's batch groups the points that share a program. SIGTERM or Ctrl-C
-stops the worker after saving the running trials' checkpoints; they are failed as interrupted and
-re-enqueued at once, and the next sweep resumes them.
+K train as one program; a grid's batch groups the points that share a program. SIGTERM stops the
+worker after saving the running trials' checkpoints (Ctrl-C without saving); either way they are
+failed as interrupted and re-enqueued at once, and the next sweep runs them again (a lone trial
+resumes from its last checkpoint).
 """
 from __future__ import annotations
 
