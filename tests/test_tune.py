@@ -71,7 +71,8 @@ def test_random_and_tpe_on_a_tiny_config(tmp_path, method):
 
 
 @pytest.mark.parametrize("space, good, bad", [
-    (LR, {"optimizer.learning_rate": 0.05}, {"optimizer.learning_rate": 1e-5}),  # trials in a population of one
+    ({"optimizer.learning_rate": {"log": [1e-6, 1e-1]}}, {"optimizer.learning_rate": 0.05},
+     {"optimizer.learning_rate": 1e-5}),  # trials in a population of one
     ({"optimizer.eps": {"log": [1e-8, 1e4]}}, {"optimizer.eps": 1e-8}, {"optimizer.eps": 1e4}),  # plain runs
 ], ids=["population", "plain"])
 def test_pruning_stops_a_bad_trial(tmp_path, space, good, bad):
