@@ -146,7 +146,8 @@ def test_both_processes_killed_then_restarted_end_as_the_uninterrupted_run(two_p
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(two_processes, tmp_path):
-    processes = train_processes(tmp_path, EPOCHS, wait=False)
+    # Checks every 2 steps (default 10): the run is short, and steps between checks are tested so.
+    processes = train_processes(tmp_path, EPOCHS, "--config.train.preemption_check_every_steps=2", wait=False)
     wait_for_checkpoint(tmp_path, processes, minimum_step=10)
     processes[1].send_signal(signal.SIGTERM)  # not the coordinator's process: the others learn of it
     outputs = [p.communicate(timeout=300)[0] for p in processes]
