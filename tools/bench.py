@@ -127,6 +127,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-words", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--num-buckets", type=int, default=6, help="padded layout: bucket shapes")
+    p.add_argument("--pipeline_passes", type=int, default=3,
+                   help="--data: passes from the pipeline and from batches on the device, alternating")
     return p.parse_args(argv)
 
 
@@ -339,14 +341,18 @@ def bench_jax(args) -> dict:
         state, loss = step(state, batch, key)
         loss.block_until_ready()
 
+    cpu_seconds = []  # core-seconds a step (all threads of the process): what the step costs the machine
+
     def measure() -> float:
         nonlocal state, loss
         times = []
+        cpu_started = time.process_time()
         for _ in range(args.steps):
             t = time.perf_counter()
             state, loss = step(state, batch, key)
             loss.block_until_ready()
             times.append(time.perf_counter() - t)
+        cpu_seconds.append((time.process_time() - cpu_started) / args.steps)
         return statistics.median(times)
 
     devices = int(mesh.size)
@@ -362,7 +368,8 @@ def bench_jax(args) -> dict:
         result.update(accounting.throughput(flops_per_step=flops, steps=1, seconds=seconds_per_step,
                                             reviews=args.batch, tokens=args.batch * tokens_per_doc(args, config),
                                             devices=devices, device=mesh.devices.flat[0]))
-        result.update(peak_bytes=memory["peak_bytes"], temporary_bytes=memory["temporary_bytes"])
+        result.update(peak_bytes=memory["peak_bytes"], temporary_bytes=memory["temporary_bytes"],
+                      cpu_ms_per_step=round(statistics.median(cpu_seconds) * 1e3, 2))
 
     result["_measure"] = measure
     result["_finish"] = finish
@@ -594,19 +601,23 @@ def bench_data_jax(args, reviews) -> dict:
     jax.block_until_ready(metrics)
 
     compiles_before = len(compiles)
-    timed_started = time.perf_counter()
-    for batch in batching.prefetch(batcher.epoch(1), 2, jax.device_put):
-        state, metrics = step(state, batch, key)
-    jax.block_until_ready(metrics)
-    seconds = time.perf_counter() - timed_started
-    # The same pass over batches already on the device: what the input pipeline costs.
+    # The same pass over batches already on the device: what the input pipeline costs. The two
+    # passes alternate --pipeline_passes times (medians), so a change in the machine's load hits both.
     on_device = [jax.device_put(batch) for batch in batcher.epoch(1)]
     jax.block_until_ready(on_device)
-    device_started = time.perf_counter()
-    for batch in on_device:
-        state, metrics = step(state, batch, key)
-    jax.block_until_ready(metrics)
-    device_seconds = time.perf_counter() - device_started
+    pipeline_runs, device_runs = [], []
+    for _ in range(max(1, args.pipeline_passes)):
+        timed_started = time.perf_counter()
+        for batch in batching.prefetch(batcher.epoch(1), 2, jax.device_put):
+            state, metrics = step(state, batch, key)
+        jax.block_until_ready(metrics)
+        pipeline_runs.append(time.perf_counter() - timed_started)
+        device_started = time.perf_counter()
+        for batch in on_device:
+            state, metrics = step(state, batch, key)
+        jax.block_until_ready(metrics)
+        device_runs.append(time.perf_counter() - device_started)
+    seconds, device_seconds = statistics.median(pipeline_runs), statistics.median(device_runs)
     padding = batcher.padding_report()
     return {"model": args.model, "framework": f"jax {jax.__version__}", "data": args.data, "threads": threads,
             "batch": args.batch, "reviews": len(data), "padding_efficiency": padding["efficiency"],
@@ -616,6 +627,8 @@ def bench_data_jax(args, reviews) -> dict:
             "compilations_while_timed": len(compiles) - compiles_before, "pipeline_s": round(pipeline_s, 2),
             "docs_per_s_batches_on_device": round(len(data) / device_seconds, 1),
             "input_pipeline_overhead": round(seconds / device_seconds - 1, 3),
+            "pipeline_passes_s": [round(x, 2) for x in pipeline_runs],
+            "device_passes_s": [round(x, 2) for x in device_runs],
             "loss": round(float(metrics["loss"]), 4)}
 
 
