@@ -246,3 +246,34 @@ def test_the_ensemble_is_no_worse_than_its_mean_member_on_the_synthetic_corpus(t
     assert r["ensemble"]["macro_f1"] >= r["members_mean"]["macro_f1"]
     assert r["ensemble"]["rmse"] <= r["members_mean"]["rmse"]
     assert r["ensemble"]["nll"] <= r["members_mean"]["nll"]
+
+
+def test_members_initialise_without_batched_cpu_qr():
+    """A vmapped init hands jaxlib a batched QR (the LSTMs' orthogonal kernels), which on a 2-thread
+    XLA:CPU pool can wait forever on itself (members_lib.init_members); on CPU the members are
+    initialised one after another, so every QR factorises one matrix. Checked in the compiled
+    program: the same init vmapped does batch its QRs."""
+    from experiments.configs import han_upa
+    from jaxreviews import models
+
+    config = han_upa.get_config("tiny").model
+    model = models.build_model(config, vocab_size=50, num_users=5, num_products=5, num_classes=5,
+                               rating_range=(1.0, 5.0))
+    batch = {"words": jnp.ones((2, 3, 4), jnp.int32), "sentence_mask": jnp.ones((2, 3), bool),
+             "word_mask": jnp.ones((2, 3, 4), bool), "user": jnp.ones((2,), jnp.int32),
+             "product": jnp.ones((2,), jnp.int32)}
+    keys = jax.random.split(jax.random.key(0), 4)
+
+    def init(key):
+        return model.init({"params": key}, batch, train=False)["params"]
+
+    def qr_operands(text):  # the shape each QR factorises: f32[rows,cols] or f32[batch,rows,cols]
+        calls = [line for line in text.splitlines() if 'custom_call_target="lapack_sgeqrf' in line]
+        return [line.split("operand_layout_constraints={")[1].split("{")[0] for line in calls]
+
+    mesh = members_lib.make_mesh(4, 2, devices=jax.devices()[:1])
+    mapped = qr_operands(members_lib.init_members(init, mesh, (0,)).lower(keys).compile().as_text())
+    vmapped = qr_operands(jax.jit(jax.vmap(init)).lower(keys).compile().as_text())
+    assert mapped and vmapped
+    assert all(operand.startswith("f32[") and operand.count(",") == 1 for operand in mapped), mapped
+    assert all(operand.count(",") == 2 for operand in vmapped), vmapped

@@ -454,7 +454,8 @@ def bench_members(args) -> list[dict]:
 
     def program(count: int):
         keys = jax.random.split(jax.random.key(0), count)
-        state = jax.jit(jax.vmap(init))(keys)
+        mesh = members_lib.make_mesh(count, args.batch, 0)
+        state = members_lib.init_members(init, mesh, (0,))(keys)  # on CPU one after another: see there
         step = jax.jit(members_lib.over_members(train_step, args.member_execution, (0, None, 0)), donate_argnums=0)
         compiled = step.lower(state, batch, keys).compile()
         return state, keys, compiled

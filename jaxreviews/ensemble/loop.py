@@ -99,9 +99,8 @@ class EnsembleExperiment(loop.Experiment):
             first = {key: value[0] for key, value in first.items()}
         example = self.to_device(first)
         sharding = members_lib.member_sharding(self.mesh)
-        init = jax.jit(jax.vmap(lambda key, batch, table: step_lib.init_state(
-            self.model, self.tx, batch, key, pretrained_embeddings=table), in_axes=(0, None, None)),
-            out_shardings=sharding)
+        init = members_lib.init_members(lambda key, batch, table: step_lib.init_state(
+            self.model, self.tx, batch, key, pretrained_embeddings=table), self.mesh, (0, None, None))
         state = init(jax.device_put(keys, sharding), example, self.splits.pretrained)
         return population.apply(state, self.hyperparameters)
 

@@ -90,9 +90,8 @@ EXECUTIONS = ("auto", "vmap", "map")
 def member_execution(option: str, num_members: int, mesh: Mesh | None = None) -> str:
     """How one program runs its members: "vmap" (batched together: what fills a GPU or TPU) or
     "map" (`lax.map`, one after another in the same program). "auto": "map" on CPU when a device
-    holds several members, else "vmap". On CPU both cost about the same per member
-    (tools/bench.py --num_seeds), but XLA:CPU (jax 0.10) hangs executing han_upa's step vmapped
-    over 4 members."""
+    holds several members, else "vmap": on CPU both cost about the same per member
+    (tools/bench.py --num_seeds), and a member's step then is exactly the single model's."""
     if option not in EXECUTIONS:
         raise ValueError(f"member_execution={option!r}: choose one of {EXECUTIONS}")
     if option != "auto":
@@ -118,6 +117,23 @@ def over_members(fn: Callable, execution: str, in_axes: tuple) -> Callable:
         return jax.lax.map(one, stacked)
 
     return mapped
+
+
+def init_members(init_fn: Callable, mesh: Mesh, in_axes: tuple) -> Callable:
+    """`init_fn(key, ...)` for every member, jitted with the states on the members axis: members
+    one after another on CPU, vmapped elsewhere.
+
+    Never vmapped on CPU: the recurrent kernels' orthogonal initialisation is a QR factorisation,
+    and jaxlib's batched CPU QR (a vmapped init) splits its batch over XLA's intra-op thread pool and
+    blocks a pool thread until the parts finish. When as many such QRs run at once as the pool has
+    threads (2 here: the LSTM's directions and levels run concurrently), every thread waits on
+    work that none is free to run, and the program never finishes (gdb: both pool threads in
+    jax::ParallelBatchMap's BlockingCounter::Wait under lapack_sgeqrf_ffi). han_upa with 4 members
+    hung in 2 of 3 starts on this 2-core machine, 0 of 5 with lax.map. Initialisation runs once,
+    so the sequential members cost nothing that matters."""
+    platform = mesh.devices.flat[0].platform
+    return jax.jit(over_members(init_fn, "map" if platform == "cpu" else "vmap", in_axes),
+                   out_shardings=member_sharding(mesh))
 
 
 def make_train_steps(model, tx, config: ml_collections.ConfigDict, num_classes: int, *, mesh: Mesh,

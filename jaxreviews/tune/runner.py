@@ -181,8 +181,8 @@ class TunedEnsembleExperiment(_Tuned, ensemble_loop.EnsembleExperiment):
         sharding = members_lib.member_sharding(self.mesh)
         if self.entry.init is None:
             model, tx = self.model, self.tx
-            self.entry.init = jax.jit(jax.vmap(lambda key, batch, table: step_lib.init_state(
-                model, tx, batch, key, pretrained_embeddings=table), in_axes=(0, None, None)), out_shardings=sharding)
+            self.entry.init = members_lib.init_members(lambda key, batch, table: step_lib.init_state(
+                model, tx, batch, key, pretrained_embeddings=table), self.mesh, (0, None, None))
         example = self.to_device(next(iter(self.train_batches.epoch(0))))
         state = self.entry.init(jax.device_put(keys, sharding), example, self.splits.pretrained)
         return population.apply(state, self.hyperparameters)
