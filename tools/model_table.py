@@ -1,0 +1,122 @@
+"""The model table: every model on one data set, K seeds each, mean ± std over the seeds.
+
+    python tools/model_table.py --data synthetic --workdir /tmp/table-synthetic
+    python tools/model_table.py --data musical_instruments --workdir /tmp/table-mi [--seeds 5] [--only han,han_upa]
+
+Each row is one `python -m experiments.train ... --config.num_seeds=K` run (the K seeds trained in
+one compiled program), into WORKDIR/ROW; a row whose run has finished is read, not re-run, so an
+interrupted table picks up where it stopped. The majority and mean-rating rows are the baselines
+every run scores on the same test split (fitted on train). Wall time is the run's, start to end,
+all K seeds, compilation included. Prints the markdown table, then one JSON line with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+METRICS = ("accuracy", "macro_f1", "rmse")
+
+# name -> (config file, extra overrides). Every row takes the data set's variant.
+ROWS = {
+    "mf": ("mf.py", []),
+    "cnn": ("cnn.py", []),
+    "bilstm": ("bilstm.py", []),
+    "han": ("han.py", []),
+    "han_upa": ("han_upa.py", []),
+    "han_upa + in-domain vectors": ("han_upa.py", ["--config.data.pretrain_vectors=True"]),
+    "transformer": ("transformer.py", []),
+}
+VARIANTS = {"synthetic": None, "musical_instruments": "musical_instruments", "amazon_beauty": "amazon_beauty"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=sorted(VARIANTS), default="synthetic")
+    p.add_argument("--workdir", required=True, help="one run directory per row under it")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--only", default="", help="comma-separated row names (default: all)")
+    p.add_argument("--timeout_minutes", type=float, default=60.0, help="a row's run is stopped past this")
+    p.add_argument("overrides", nargs="*", help="more --config.key=value flags for every row")
+    return p.parse_args(argv)
+
+
+def row_dir(workdir: str, name: str) -> str:
+    return os.path.join(workdir, name.replace(" + ", "+").replace(" ", "_"))
+
+
+def run_row(args, name: str) -> dict:
+    """Trains the row's K seeds (unless its results exist) and returns its results.json plus the wall time."""
+    config_file, extra = ROWS[name]
+    directory = row_dir(args.workdir, name)
+    results_path = os.path.join(directory, "results.json")
+    wall_path = os.path.join(directory, "wall_seconds.json")
+    if not os.path.exists(results_path):
+        os.makedirs(directory, exist_ok=True)
+        variant = VARIANTS[args.data]
+        config = f"experiments/configs/{config_file}" + (f":{variant}" if variant else "")
+        command = [sys.executable, "-m", "experiments.train", f"--config={config}", f"--workdir={directory}",
+                   f"--config.num_seeds={args.seeds}", *extra, *args.overrides]
+        print(f"[{name}] {' '.join(command[1:])}", flush=True)
+        started = time.perf_counter()
+        with open(os.path.join(directory, "train.log"), "a") as log:
+            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True,
+                           timeout=args.timeout_minutes * 60)
+        with open(wall_path, "w") as f:
+            json.dump({"wall_seconds": round(time.perf_counter() - started, 1)}, f)
+    with open(results_path) as f:
+        results = json.load(f)
+    if os.path.exists(wall_path):
+        with open(wall_path) as f:
+            results.update(json.load(f))
+    return results
+
+
+def summarise(name: str, results: dict) -> dict:
+    mean, std = results.get("members_mean"), results.get("members_std")
+    if mean is None:  # one seed: no spread
+        mean, std = results["test"], {m: 0.0 for m in METRICS}
+    row = {"model": name, "seeds": results.get("num_seeds", 1), "wall_seconds": results.get("wall_seconds"),
+           "docs_per_s": results.get("model_docs_per_s", results.get("docs_per_s"))}
+    for m in METRICS:
+        row[m], row[f"{m}_std"] = round(mean[m], 4), round(std[m], 4)
+    row["ensemble"] = {m: round(results["ensemble"][m], 4) for m in METRICS} if "ensemble" in results else None
+    return row
+
+
+def markdown(rows: list[dict], baselines: dict) -> str:
+    lines = ["| model | test accuracy | macro-F1 | RMSE | ensemble acc / F1 / RMSE | wall (K seeds) |",
+             "|---|---|---|---|---|---|"]
+    for name, key in (("majority", "majority"), ("mean rating", "mean_rating")):
+        b = baselines[key]
+        lines.append(f"| {name} | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | {b['rmse']:.3f} | | |")
+    for r in rows:
+        cells = [f"{r[m]:.3f} ± {r[f'{m}_std']:.3f}" for m in METRICS]
+        ens = r["ensemble"]
+        ensemble = f"{ens['accuracy']:.3f} / {ens['macro_f1']:.3f} / {ens['rmse']:.3f}" if ens else ""
+        wall = f"{r['wall_seconds'] / 60:.1f} min" if r["wall_seconds"] else ""
+        lines.append(f"| {r['model']} | {' | '.join(cells)} | {ensemble} | {wall} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(ROWS)
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}: choose from {list(ROWS)}")
+    rows, baselines = [], None
+    for name in names:
+        results = run_row(args, name)
+        baselines = baselines or results["baselines"]
+        rows.append(summarise(name, results))
+        print(json.dumps(rows[-1]), flush=True)
+    print(markdown(rows, baselines))
+    print(json.dumps({"data": args.data, "seeds": args.seeds, "baselines": baselines, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
