@@ -19,6 +19,7 @@ import sys
 import time
 
 METRICS = ("accuracy", "macro_f1", "rmse")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (config file, extra overrides). Every row takes the data set's variant.
 ROWS = {
@@ -36,7 +37,7 @@ VARIANTS = {"synthetic": None, "musical_instruments": "musical_instruments", "am
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=sorted(VARIANTS), default="synthetic")
-    p.add_argument("--workdir", required=True, help="one run directory per row under it")
+    p.add_argument("--workdir", required=True, type=os.path.abspath, help="one run directory per row under it")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--only", default="", help="comma-separated row names (default: all)")
     p.add_argument("--timeout_minutes", type=float, default=60.0, help="a row's run is stopped past this")
@@ -57,13 +58,13 @@ def run_row(args, name: str) -> dict:
     if not os.path.exists(results_path):
         os.makedirs(directory, exist_ok=True)
         variant = VARIANTS[args.data]
-        config = f"experiments/configs/{config_file}" + (f":{variant}" if variant else "")
+        config = os.path.join(REPO, "experiments", "configs", config_file) + (f":{variant}" if variant else "")
         command = [sys.executable, "-m", "experiments.train", f"--config={config}", f"--workdir={directory}",
                    f"--config.num_seeds={args.seeds}", *extra, *args.overrides]
         print(f"[{name}] {' '.join(command[1:])}", flush=True)
         started = time.perf_counter()
         with open(os.path.join(directory, "train.log"), "a") as log:
-            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True,
+            subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True,
                            timeout=args.timeout_minutes * 60)
         with open(wall_path, "w") as f:
             json.dump({"wall_seconds": round(time.perf_counter() - started, 1)}, f)
