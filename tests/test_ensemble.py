@@ -100,10 +100,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_ensemble(three_seeds, tmp_p
     workdir, _ = three_seeds
     process = train(tmp_path, "--config.num_seeds=3", "--config.train.epochs=2", config=CNN, wait=False)
     latest = tmp_path / "checkpoints" / "latest"
-    deadline = time.time() + 300
     while not (latest.is_dir() and any(int(n) >= 20 for n in os.listdir(latest) if n.isdigit())):
-        assert process.poll() is None, process.stdout.read()
-        assert time.time() < deadline, "no checkpoint appeared"
+        assert process.poll() is None, process.stdout.read()  # ends the wait if the run ends first
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()

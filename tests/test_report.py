@@ -165,7 +165,7 @@ PROBE = """<script>
 def chromium(executable: str, *args: str, profile: str) -> subprocess.CompletedProcess:
     command = [executable, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
 def test_report_in_a_headless_browser(report, tmp_path):

@@ -57,10 +57,11 @@ def test_same_command_again_reports_the_finished_run(uninterrupted):
     assert f"param_checksum {results(workdir)['param_checksum']}" in again.stdout
 
 
-def _wait_for_checkpoint(workdir, process, minimum_step=10, timeout=300):
+def _wait_for_checkpoint(workdir, process, minimum_step=10):
+    """Polls until a checkpoint of `minimum_step` or later exists; fails as soon as the run ends
+    without one. No wall-clock limit: a busy machine is only slower."""
     latest = os.path.join(workdir, "checkpoints", "latest")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    while True:
         if os.path.isdir(latest):
             steps = [int(n) for n in os.listdir(latest) if n.isdigit()]
             if steps and max(steps) >= minimum_step:
@@ -68,7 +69,6 @@ def _wait_for_checkpoint(workdir, process, minimum_step=10, timeout=300):
         if process.poll() is not None:
             pytest.fail("the run ended before a checkpoint appeared:\n" + process.stdout.read())
         time.sleep(0.02)
-    pytest.fail("no checkpoint appeared")
 
 
 def test_sigkill_then_resume_gives_identical_parameters(uninterrupted, tmp_path):
@@ -92,7 +92,7 @@ def test_sigterm_saves_and_exits_zero_then_resumes(uninterrupted, tmp_path):
     process = train(tmp_path, wait=False)
     _wait_for_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=120)
+    out, _ = process.communicate(timeout=900)
     assert process.returncode == 0, out
     assert "SIGTERM" in out
     resumed = train(tmp_path)
@@ -114,7 +114,7 @@ def test_stopping_and_resuming_many_times_always_ends_with_the_same_parameters(u
         if process.poll() is not None:
             break
         process.send_signal(signal_to_send)
-        out, _ = process.communicate(timeout=120)
+        out, _ = process.communicate(timeout=900)
         expected = 0 if signal_to_send == signal.SIGTERM else -signal.SIGKILL
         assert process.returncode == expected, out
     finished = train(tmp_path)
