@@ -89,3 +89,44 @@ def test_embedding_weight_decay_decays_the_word_table_on_top_of_weight_decay():
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     np.testing.assert_allclose(updates["word_embedding"]["embedding"], -config.learning_rate * 1.1, rtol=1e-6)
     np.testing.assert_allclose(updates["user_embedding"]["embedding"], -config.learning_rate * 0.1, rtol=1e-6)
+
+
+def test_embedding_decay_to_start_pulls_the_word_table_towards_its_initial_values():
+    start = {"word_embedding": {"embedding": jnp.arange(12.0).reshape(4, 3)}, "head": {"kernel": jnp.ones((3, 2))}}
+    config = optimizers.default_optimizer_config()
+    config.name, config.momentum, config.learning_rate = "sgd", 0.0, 0.5
+    config.embedding_weight_decay, config.embedding_decay_to = 0.2, "start"
+    tx, _ = optimizers.make_optimizer(config, steps_per_epoch=1, total_epochs=1, batch_size=32)
+    state = tx.init(start)
+    # At the start the decay adds nothing: the table is its own anchor, however far from zero.
+    zeros = jax.tree.map(jnp.zeros_like, start)
+    updates, state = tx.update(zeros, state, start)
+    np.testing.assert_array_equal(updates["word_embedding"]["embedding"], 0.0)
+    # Moved away by 1, a row is pulled back by lr * rate * 1; other parameters are not decayed.
+    moved = jax.tree.map(lambda x: x + 1.0, start)
+    updates, state = tx.update(zeros, state, moved)
+    np.testing.assert_allclose(updates["word_embedding"]["embedding"], -0.5 * 0.2, rtol=1e-6)
+    np.testing.assert_array_equal(updates["head"]["kernel"], 0.0)
+    # The anchor is the start, not the latest values.
+    updates, _ = tx.update(zeros, state, moved)
+    np.testing.assert_allclose(updates["word_embedding"]["embedding"], -0.5 * 0.2, rtol=1e-6)
+    config.embedding_decay_to = "one"
+    with pytest.raises(ValueError, match="embedding_decay_to"):
+        optimizers.make_optimizer(config, steps_per_epoch=1, total_epochs=1, batch_size=32)
+
+
+def test_embedding_decay_to_start_anchors_pretrained_vectors_given_to_init_state():
+    from jaxreviews.train import step as step_lib
+    config = tiny_config("han", **QUIET)
+    model = build(config)
+    batch = make_batch(0)
+    table = np.asarray(init(model, batch)["params"]["word_embedding"]["embedding"])
+    vectors = np.random.default_rng(0).normal(0.0, 1.0, table.shape).astype(np.float32)
+    optimizer = optimizers.default_optimizer_config()
+    optimizer.embedding_weight_decay, optimizer.embedding_decay_to = 1.0, "start"
+    tx, _ = optimizers.make_optimizer(optimizer, steps_per_epoch=1, total_epochs=1, batch_size=32)
+    state = step_lib.init_state(model, tx, batch, jax.random.key(0), pretrained_embeddings=vectors)
+    anchors = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+               if leaf.shape == table.shape and "start" in jax.tree_util.keystr(path)]
+    assert len(anchors) == 1
+    np.testing.assert_array_equal(anchors[0], vectors)

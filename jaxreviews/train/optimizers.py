@@ -33,6 +33,9 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
     # Decoupled decay of the word embedding table alone, on top of weight_decay: every row shrinks
     # each step, so a rare word's row cannot keep what it memorised of its few reviews.
     c.embedding_weight_decay = 0.0
+    # What that decay pulls the table towards: "zero", or "start", its value at initialisation
+    # (L2-SP): pretrained vectors then stay the anchor a row falls back to, instead of being erased.
+    c.embedding_decay_to = "zero"
     c.l2 = 0.0  # penalties added to the loss, on kernels and embeddings
     c.l1 = 0.0
     c.clip_norm = 0.0  # global-norm clipping; 0 = off
@@ -227,7 +230,14 @@ def _transform(config: ml_collections.ConfigDict, schedule: optax.Schedule, weig
         if decay_always or weight_decay:
             parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask(config.get("weight_decay_on", ""))))
         if config.get("embedding_weight_decay", 0.0):
-            parts.append(optax.add_decayed_weights(config.embedding_weight_decay, mask=decay_mask(EMBEDDING_TABLE)))
+            target = config.get("embedding_decay_to", "zero")
+            if target == "zero":
+                parts.append(optax.add_decayed_weights(config.embedding_weight_decay,
+                                                       mask=decay_mask(EMBEDDING_TABLE)))
+            elif target == "start":
+                parts.append(add_decay_towards_start(config.embedding_weight_decay, mask=decay_mask(EMBEDDING_TABLE)))
+            else:
+                raise ValueError(f"optimizer.embedding_decay_to={target!r}: choose 'zero' or 'start'")
         return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
 
     tx = chain(schedule)
@@ -247,6 +257,29 @@ def _transform(config: ml_collections.ConfigDict, schedule: optax.Schedule, weig
         if config.clip_norm:
             tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
     return tx
+
+
+class StartState(NamedTuple):
+    start: Any  # the parameters as `init` saw them
+
+
+def add_decay_towards_start(rate: float, mask=None) -> optax.GradientTransformation:
+    """Decoupled decay towards the parameters' initial values (L2-SP, Li et al. 2018): adds
+    `rate * (params - start)` to the updates. For a word table initialised with pretrained vectors
+    the vectors stay the anchor; decay towards zero would erase them as fast as a random start.
+    `mask` as optax.masked's: the copy is kept of the chosen leaves only."""
+
+    def init(params):
+        return StartState(start=jax.tree.map(jnp.copy, params))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("add_decay_towards_start needs the parameters: call update(updates, state, params)")
+        updates = jax.tree.map(lambda g, p, s: g + rate * (p - s), updates, params, state.start)
+        return updates, state
+
+    transform = optax.GradientTransformation(init, update)
+    return transform if mask is None else optax.masked(transform, mask)
 
 
 _PENALISED = re.compile(r"(kernel|embedding)(_\d+)?$")
