@@ -48,6 +48,9 @@ def test_member_equals_the_single_run_of_its_seed(three_seeds, tmp_path):
     ensemble, single = jaxreviews.load_run(workdir, "latest"), jaxreviews.load_run(tmp_path, "latest")
     assert ensemble.members == 3 and single.members == 0
     assert_close(member(ensemble.params, 2), single.params)
+    # The ensemble's step is the single step's work three times over (counted matmuls).
+    costs = results(workdir)["accounting"], results(tmp_path)["accounting"]
+    assert costs[0]["flops_per_step"] == pytest.approx(3 * costs[1]["flops_per_step"], rel=1e-6)
     # ... and not the others: members really differ
     assert not np.allclose(member(ensemble.params, 0)["head"]["output"]["kernel"],
                            member(ensemble.params, 2)["head"]["output"]["kernel"])

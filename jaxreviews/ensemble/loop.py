@@ -240,7 +240,7 @@ def final_results(experiment: EnsembleExperiment, fit: EnsembleFit) -> dict:
     splits = experiment.splits
     padding = experiment.train_batches.padding_report()
     docs_per_s = fit.trained_reviews / max(fit.train_seconds, 1e-9)
-    return {
+    results = {
         "test": test["ensemble"], "validation": validation["ensemble"], "ensemble": test["ensemble"],
         "members": test["members"], "members_mean": members_mean, "members_std": members_std,
         "members_validation": validation["members"],
@@ -264,6 +264,9 @@ def final_results(experiment: EnsembleExperiment, fit: EnsembleFit) -> dict:
         "docs_per_s": round(docs_per_s, 1), "model_docs_per_s": round(docs_per_s * experiment.num_members, 1),
         "data": splits.report,
     }
+    if fit.costs is not None:  # FLOPs and memory of the K-member step, reviews counted once per batch
+        results["accounting"] = loop.accounting_results(experiment, fit)
+    return results
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

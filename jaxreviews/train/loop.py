@@ -692,14 +692,19 @@ def final_results(experiment: Experiment, fit: Fit) -> dict:
         "data": splits.report,
     }
     if fit.costs is not None:
-        results["accounting"] = {**fit.costs, **accounting.throughput(
-            flops_per_step=fit.costs["flops_per_step"], steps=fit.trained_steps, seconds=fit.train_seconds,
-            reviews=fit.trained_reviews, tokens=fit.trained_reviews * tokens_per_review(experiment.train_batches),
-            devices=experiment.mesh.size, device=experiment.mesh.devices.flat[0])}
+        results["accounting"] = accounting_results(experiment, fit)
     reference = _text_only_reference(config)
     if reference:
         results["reference"] = reference
     return results
+
+
+def accounting_results(experiment: Experiment, fit: Fit) -> dict:
+    """results.json's "accounting": the train step's measured costs and the run's throughput."""
+    return {**fit.costs, **accounting.throughput(
+        flops_per_step=fit.costs["flops_per_step"], steps=fit.trained_steps, seconds=fit.train_seconds,
+        reviews=fit.trained_reviews, tokens=fit.trained_reviews * tokens_per_review(experiment.train_batches),
+        devices=experiment.mesh.size, device=experiment.mesh.devices.flat[0])}
 
 
 def tokens_per_review(batcher) -> float:
