@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxreviews.data import pipeline, readers, word_vectors
+from jaxreviews.data import pipeline, readers, vocab as vocab_lib, word_vectors
 from jaxreviews.data.types import Review
 from jaxreviews.data.vocab import Vocabulary, load_word_vectors
 
@@ -47,6 +47,34 @@ def test_vectors_file_round_trips_through_load_word_vectors(tmp_path):
     assert loaded.found == 4
     np.testing.assert_allclose(loaded.matrix[2:6], vectors[1:], rtol=1e-5, atol=1e-6)
     assert not np.any(loaded.matrix[0])  # PAD stays zero
+
+
+def test_all_but_the_top_removes_the_common_direction_and_keeps_the_scale(tmp_path):
+    rng = np.random.default_rng(0)
+    # Skip-gram-like vectors: one shared direction dominates every row, plus a strong second one.
+    common, second = rng.normal(size=100), rng.normal(size=100)
+    vectors = (1.5 * common + rng.normal(size=(300, 1)) * second + 0.3 * rng.normal(size=(300, 100))).astype(np.float32)
+    processed = vocab_lib.all_but_the_top(vectors)  # 100 dims: the top 1 direction goes
+    assert processed.std() == pytest.approx(vectors.std(), rel=1e-5)
+    np.testing.assert_allclose(processed.mean(axis=0), 0.0, atol=1e-5)
+    unit = second / np.linalg.norm(second)
+    assert np.abs(processed @ unit).mean() < 0.1 * np.abs((vectors - vectors.mean(0)) @ unit).mean()
+    normed = processed / np.linalg.norm(processed, axis=1, keepdims=True)
+    cosines = normed @ normed.T
+    assert np.abs(cosines[np.triu_indices(300, 1)]).mean() < 0.15  # 1.0-ish before
+    # Through the loader: only the vocabulary's found rows are processed; PAD stays zero.
+    words = [f"w{i}" for i in range(300)]
+    path = tmp_path / "vectors.txt"
+    word_vectors.write_word2vec_text(path, words, vectors)
+    vocab = Vocabulary(("<pad>", "<unk>", *words, "absent"))
+    loaded = load_word_vectors(path, vocab, processing="all_but_the_top")
+    np.testing.assert_allclose(loaded.matrix[2:302], processed, atol=2e-4)  # the text file keeps 6 digits
+    assert not np.any(loaded.matrix[0]) and np.any(loaded.matrix[302])
+    centred = load_word_vectors(path, vocab, processing="center").matrix[2:302]
+    np.testing.assert_allclose(centred.mean(axis=0), 0.0, atol=1e-5)
+    assert centred.std() == pytest.approx(vectors.std(), rel=1e-5)
+    with pytest.raises(ValueError, match="all_but_the_top"):
+        load_word_vectors(path, vocab, processing="pca")
 
 
 def test_vectors_come_from_the_training_text_only_and_are_cached(tmp_path):

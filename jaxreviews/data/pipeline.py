@@ -82,6 +82,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     # cached beside the data (or in data.pretrain.cache_dir) by a hash of the text and options.
     c.pretrain_vectors = False
     c.pretrain = word_vectors.default_pretrain_options()
+    # What the vectors go through before they become the word table (vocab.VECTOR_PROCESSING):
+    # "none", "center", or "all_but_the_top" (remove the mean and the top principal directions).
+    c.vector_processing = "none"
     c.layout = "auto"  # auto | packed | padded: packed rows with segment ids, or [B, S, W] / [B, T] buckets
     # Packed: the parts a global batch is packed in, 0 = one per process. The batches depend on it
     # alone, not on the processes: one process with batch_parts=2 trains on a 2-process job's batches.
@@ -521,7 +524,8 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
         vectors_path, reports["pretrain_vectors"] = word_vectors.cached_training_vectors(
             train_source, split_indices["train"], config.pretrain, data_paths=data_paths)
     if vectors_path:
-        vectors = load_word_vectors(os.path.expanduser(vectors_path), vocab)
+        vectors = load_word_vectors(os.path.expanduser(vectors_path), vocab,
+                                    processing=config.get("vector_processing", "none"))
         pretrained = vectors.matrix
         reports["pretrained_coverage"] = round(vectors.coverage, 4)
     return DataSplits(encoded["train"], encoded["validation"], encoded["test"], vocab, users, products,
