@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -91,17 +92,23 @@ class EnsembleExperiment(loop.Experiment):
         sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("members", "data"))
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
-    def init_state(self, keys: jax.Array) -> step_lib.TrainState:
-        """Every member's fresh state (from its init key), stacked on the members axis, with the
-        population's hyperparameters written in."""
+    def init_program(self) -> Callable:
+        """(keys [K], example batch, pretrained table) -> every member's fresh state, stacked on the
+        members axis (`members.init_members`)."""
+        model, tx = self.model, self.tx
+        return members_lib.init_members(lambda key, batch, table: step_lib.init_state(
+            model, tx, batch, key, pretrained_embeddings=table), self.mesh, (0, None, None))
+
+    def init_example(self) -> dict:
         first = next(iter(self.train_batches.epoch(0)))
-        if self.own_batches:
+        if self.own_batches:  # [K, B, ...]: every member's model has the same shapes; trace with one
             first = {key: value[0] for key, value in first.items()}
-        example = self.to_device(first)
-        sharding = members_lib.member_sharding(self.mesh)
-        init = members_lib.init_members(lambda key, batch, table: step_lib.init_state(
-            self.model, self.tx, batch, key, pretrained_embeddings=table), self.mesh, (0, None, None))
-        state = init(jax.device_put(keys, sharding), example, self.splits.pretrained)
+        return self.to_device(first)
+
+    def init_state(self, keys: jax.Array) -> step_lib.TrainState:
+        """Every member's fresh state (from its init key), with the population's hyperparameters written in."""
+        keys = jax.device_put(keys, members_lib.member_sharding(self.mesh))
+        state = self.init_program()(keys, self.init_example(), self.splits.pretrained)
         return population.apply(state, self.hyperparameters)
 
     def evaluate(self, params, model_state, batcher) -> dict:

@@ -134,14 +134,22 @@ class Experiment:
         """A training batch on the mesh (an ensemble's members may each have their own)."""
         return self.to_device(batch)
 
-    def init_state(self, key: jax.Array) -> step_lib.TrainState:
-        """A fresh state, born sharded as `state_sharding` says (no device holds a whole split table)."""
-        first = self.example_batch if self.example_batch is not None else next(iter(self.train_batches.epoch(0)))
-        example = self.to_device(first)
+    def init_program(self) -> Callable:
+        """The jitted init, (key, example batch, pretrained table) -> a fresh state, born sharded as
+        `state_sharding` says (no device holds a whole split table). It closes over the model and
+        optimiser, not the experiment, so a cache may keep it across trials."""
         shardings = self.state_sharding if self.state_sharding is not None else NamedSharding(self.mesh, P())
-        init = jax.jit(lambda b, k, table: step_lib.init_state(self.model, self.tx, b, k, pretrained_embeddings=table),
+        model, tx = self.model, self.tx
+        return jax.jit(lambda k, b, table: step_lib.init_state(model, tx, b, k, pretrained_embeddings=table),
                        out_shardings=shardings)
-        return init(example, key, self.splits.pretrained)
+
+    def init_example(self) -> dict:
+        """The batch the init traces the model with, on the mesh."""
+        return self.to_device(self.example_batch if self.example_batch is not None
+                              else next(iter(self.train_batches.epoch(0))))
+
+    def init_state(self, key: jax.Array) -> step_lib.TrainState:
+        return self.init_program()(key, self.init_example(), self.splits.pretrained)
 
     def evaluate(self, params, model_state, batcher) -> dict:
         return evaluation.evaluate(self.eval_step, params, model_state, batcher.evaluation(),

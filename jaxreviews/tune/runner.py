@@ -43,10 +43,9 @@ import jax
 import ml_collections
 import numpy as np
 import optuna
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxreviews.ensemble import loop as ensemble_loop, members as members_lib, population
-from jaxreviews.train import checkpoints, loop, step as step_lib
+from jaxreviews.train import checkpoints, loop
 from jaxreviews.tune import space as space_lib
 
 # config key -> population name: the hyperparameters a batch of trials varies inside one program
@@ -162,30 +161,21 @@ class _Tuned:
         self.last_evaluation = values
         return values
 
+    def init_program(self):
+        """The experiment's init program, compiled once per program key and kept for later trials."""
+        if self.entry.init is None:
+            self.entry.init = super().init_program()
+        return self.entry.init
+
 
 @dataclasses.dataclass
 class TunedExperiment(_Tuned, loop.Experiment):
-    def init_state(self, key: jax.Array) -> step_lib.TrainState:
-        if self.entry.init is None:
-            replicated = NamedSharding(self.mesh, P())
-            model, tx = self.model, self.tx
-            self.entry.init = jax.jit(lambda b, k, table: step_lib.init_state(model, tx, b, k, pretrained_embeddings=table),
-                                      out_shardings=replicated)
-        example = self.to_device(next(iter(self.train_batches.epoch(0))))
-        return self.entry.init(example, key, self.splits.pretrained)
+    pass
 
 
 @dataclasses.dataclass
 class TunedEnsembleExperiment(_Tuned, ensemble_loop.EnsembleExperiment):
-    def init_state(self, keys: jax.Array) -> step_lib.TrainState:
-        sharding = members_lib.member_sharding(self.mesh)
-        if self.entry.init is None:
-            model, tx = self.model, self.tx
-            self.entry.init = members_lib.init_members(lambda key, batch, table: step_lib.init_state(
-                model, tx, batch, key, pretrained_embeddings=table), self.mesh, (0, None, None))
-        example = self.to_device(next(iter(self.train_batches.epoch(0))))
-        state = self.entry.init(jax.device_put(keys, sharding), example, self.splits.pretrained)
-        return population.apply(state, self.hyperparameters)
+    pass
 
 
 def tuned_setup(config: ml_collections.ConfigDict, workdir: str, *, hooks: Hooks):
