@@ -240,19 +240,45 @@ def random_batch(name: str, layout: str, args):
     return batch
 
 
+def reference_step(model, config):
+    """(init(batch, key), train_step(state, batch, key)) of the reference step: Adam 1e-3 on the
+    model's loss, the step count folded into the dropout key; the state a plain dict."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxreviews.models import heads
+
+    tx = optax.adam(1e-3)
+
+    def init(batch, key):
+        params = model.init({"params": key}, batch, train=False)["params"]
+        return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+    def train_step(state, batch, key):
+        def loss_fn(params):
+            outputs = model.apply({"params": params}, batch, train=True,
+                                  rngs={"dropout": jax.random.fold_in(key, state["step"])})
+            return heads.loss(outputs, batch, config.head)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        return {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+                "opt_state": opt_state}, loss
+
+    return init, train_step
+
+
 def build_program(args, batch_size: int | None = None):
     """The reference step (Adam 1e-3 on the model's loss, state donated) of --model on a random
     batch of `batch_size` (default --batch), on a ("data", "model") mesh of the devices, the batch
     split over "data" and the state created sharded (embedding tables over "model"). Returns
     (config, step, state, batch, key, mesh)."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from jaxreviews import models
-    from jaxreviews.models import heads
     from jaxreviews.train import sharding
 
     devices = jax.devices()[:args.devices] if args.devices else jax.devices()
@@ -273,24 +299,8 @@ def build_program(args, batch_size: int | None = None):
                                num_users=split.padded_rows(args.users, "ids"),
                                num_products=split.padded_rows(args.products, "ids"),
                                num_classes=args.classes, rating_range=(lo, hi))
-    tx = optax.adam(1e-3)
     key = jax.random.key(0)
-
-    def init(batch, key):
-        params = model.init({"params": key}, batch, train=False)["params"]
-        return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": tx.init(params)}
-
-    def train_step(state, batch, key):
-        def loss_fn(params):
-            outputs = model.apply({"params": params}, batch, train=True,
-                                  rngs={"dropout": jax.random.fold_in(key, state["step"])})
-            return heads.loss(outputs, batch, config.head)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        return {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
-                "opt_state": opt_state}, loss
-
+    init, train_step = reference_step(model, config)
     jax.set_mesh(mesh)  # the steps are traced with the mesh in effect, as in training (layers.batch_shards)
     params = sharding.param_shardings(sharding.param_logical_axes(model, batch), mesh, split)
     shardings = sharding.state_shardings(jax.eval_shape(init, batch, key), params, mesh)
@@ -423,39 +433,21 @@ def bench_members(args) -> list[dict]:
     threads = threads_in_use(args.threads)
     configure_threads(threads)
     import jax
-    import jax.numpy as jnp
-    import optax
 
     from jaxreviews import models
     from jaxreviews.ensemble import members as members_lib
-    from jaxreviews.models import heads
 
     config = reference_config(args.model, args)
     apply_overrides(config, args.set)
     batch = jax.device_put(random_batch(args.model, models.input_layout(config.name), args))
     model = models.build_model(config, vocab_size=args.vocab, num_users=args.users, num_products=args.products,
                                num_classes=args.classes, rating_range=(1.0, float(args.classes)))
-    tx = optax.adam(1e-3)
-
-    def init(key):
-        params = model.init({"params": key}, batch, train=False)["params"]
-        return {"step": jnp.zeros([], jnp.int32), "params": params, "opt_state": tx.init(params)}
-
-    def train_step(state, batch, key):
-        def loss_fn(params):
-            outputs = model.apply({"params": params}, batch, train=True,
-                                  rngs={"dropout": jax.random.fold_in(key, state["step"])})
-            return heads.loss(outputs, batch, config.head)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        return {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
-                "opt_state": opt_state}, loss
+    init, train_step = reference_step(model, config)
 
     def program(count: int):
         keys = jax.random.split(jax.random.key(0), count)
         mesh = members_lib.make_mesh(count, args.batch, 0)
-        state = members_lib.init_members(init, mesh, (0,))(keys)  # on CPU one after another: see there
+        state = members_lib.init_members(lambda key: init(batch, key), mesh, (0,))(keys)  # on CPU one after another: see there
         step = jax.jit(members_lib.over_members(train_step, args.member_execution, (0, None, 0)), donate_argnums=0)
         compiled = step.lower(state, batch, keys).compile()
         return state, keys, compiled
