@@ -172,12 +172,7 @@ def test_training_from_an_amazon_file(tmp_path):
 def test_batch_sharded_over_eight_devices_trains_as_one_device(tmp_path):
     """The global batch split over 8 devices gives the parameters of 1 device (float tolerance)."""
     config = f"--config={REPO}/experiments/configs/cnn.py:tiny"
-    env_flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = f"{env_flags} --xla_force_host_platform_device_count=8"
-    try:
-        done = train(tmp_path / "eight", "--config.train.epochs=1", config=config)
-    finally:
-        os.environ["XLA_FLAGS"] = env_flags
+    done = train(tmp_path / "eight", "--config.train.epochs=1", config=config, devices=8)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "8 devices" in done.stdout
     assert results(tmp_path / "eight")["test"]["reviews"] == 60
@@ -213,12 +208,7 @@ def test_padded_layout_still_trains(tmp_path):
 
 
 def test_packed_batches_sharded_over_eight_devices(tmp_path):
-    env_flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = f"{env_flags} --xla_force_host_platform_device_count=8"
-    try:
-        done = train(tmp_path, "--config.train.epochs=1")
-    finally:
-        os.environ["XLA_FLAGS"] = env_flags
+    done = train(tmp_path, "--config.train.epochs=1", devices=8)
     assert done.returncode == 0, done.stdout + done.stderr
     r = results(tmp_path)
     assert "8 devices" in done.stdout and r["layout"] == "packed"

@@ -11,13 +11,22 @@ TINY = f"--config={REPO}/experiments/configs/han_upa.py:tiny"
 CACHE = os.path.join(os.environ.get("PYTEST_CACHE_ROOT", "/tmp"), f"jaxreviews-test-jit-cache-{os.getuid()}")
 
 
+def fake_device_flags(devices: int) -> str:
+    """XLA_FLAGS for `devices` fake CPU devices. XLA aborts a process whose CPU collective waits
+    over 40 s for its participants; 8 fake devices on 2 busy cores have missed that (an all-reduce
+    of the evaluation, 6 of 8 device threads arrived; 2 aborts in 4 runs of test_tune +
+    test_ensemble beside a training job), so tests give them 10 minutes, their own timeout."""
+    return (f"--xla_force_host_platform_device_count={devices} "
+            "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+
+
 def train(workdir, *flags, config=TINY, wait=True, devices=None):
     """`python -m experiments.train` on `workdir`; `devices`: that many fake CPU devices."""
     command = [sys.executable, "-m", "experiments.train", config, f"--workdir={workdir}", *flags]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     if devices:
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {fake_device_flags(devices)}"
     if not wait:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
