@@ -11,13 +11,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from jaxreviews.train import distributed
-from tests.training import CACHE, REPO, TINY, results, train
+from tests.training import CACHE, REPO, TINY, latest_steps, results, train, wait_for_checkpoint
 
 EPOCHS = "--config.train.epochs=1"  # 30 steps of the tiny config, checkpoints every 10: room to stop in the middle
 
@@ -48,26 +47,6 @@ def train_processes(workdir, *flags, count: int = 2, wait: bool = True):
             assert p.returncode == 0, out
         return outputs
     return processes
-
-
-def latest_steps(workdir) -> list[int]:
-    latest = os.path.join(workdir, "checkpoints", "latest")
-    return sorted(int(n) for n in os.listdir(latest) if n.isdigit()) if os.path.isdir(latest) else []
-
-
-def wait_for_checkpoint(workdir, processes, minimum_step: int = 10) -> int:
-    """Polls until a checkpoint of `minimum_step` or later exists; fails as soon as a process ends
-    without one. No wall-clock limit: a busy machine is only slower."""
-    while True:
-        steps = latest_steps(workdir)
-        if steps and steps[-1] >= minimum_step:
-            return steps[-1]
-        for p in processes:
-            if p.poll() is not None:
-                for q in processes:
-                    q.kill()
-                pytest.fail("a process ended before a checkpoint appeared:\n" + p.stdout.read())
-        time.sleep(0.05)
 
 
 def train_losses(workdir) -> dict[int, float]:

@@ -3,7 +3,6 @@ early stopping; snapshot ensembles; populations; the ensemble's predictions and 
 import json
 import os
 import signal
-import time
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ import pytest
 import jaxreviews
 from jaxreviews.ensemble import members as members_lib, population
 from jaxreviews.ensemble.stopping import MemberStopping
-from tests.training import REPO, records, results, train
+from tests.training import REPO, records, results, train, wait_for_checkpoint
 
 CNN = f"--config={REPO}/experiments/configs/cnn.py:tiny"
 
@@ -102,10 +101,7 @@ def test_the_loaded_ensemble_predicts_the_mean_of_its_members(three_seeds):
 def test_sigkill_then_resume_gives_the_uninterrupted_ensemble(three_seeds, tmp_path):
     workdir, _ = three_seeds
     process = train(tmp_path, "--config.num_seeds=3", "--config.train.epochs=2", config=CNN, wait=False)
-    latest = tmp_path / "checkpoints" / "latest"
-    while not (latest.is_dir() and any(int(n) >= 20 for n in os.listdir(latest) if n.isdigit())):
-        assert process.poll() is None, process.stdout.read()  # ends the wait if the run ends first
-        time.sleep(0.02)
+    wait_for_checkpoint(tmp_path, process, minimum_step=20)
     process.send_signal(signal.SIGKILL)
     process.wait()
     resumed = ran(tmp_path, "--config.num_seeds=3", "--config.train.epochs=2")

@@ -2,12 +2,11 @@
 import json
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
 
-from tests.training import REPO, TINY, results, train
+from tests.training import REPO, TINY, results, train, wait_for_checkpoint
 
 
 def train_losses(workdir) -> dict[int, float]:
@@ -57,24 +56,10 @@ def test_same_command_again_reports_the_finished_run(uninterrupted):
     assert f"param_checksum {results(workdir)['param_checksum']}" in again.stdout
 
 
-def _wait_for_checkpoint(workdir, process, minimum_step=10):
-    """Polls until a checkpoint of `minimum_step` or later exists; fails as soon as the run ends
-    without one. No wall-clock limit: a busy machine is only slower."""
-    latest = os.path.join(workdir, "checkpoints", "latest")
-    while True:
-        if os.path.isdir(latest):
-            steps = [int(n) for n in os.listdir(latest) if n.isdigit()]
-            if steps and max(steps) >= minimum_step:
-                return max(steps)
-        if process.poll() is not None:
-            pytest.fail("the run ended before a checkpoint appeared:\n" + process.stdout.read())
-        time.sleep(0.02)
-
-
 def test_sigkill_then_resume_gives_identical_parameters(uninterrupted, tmp_path):
     workdir, _ = uninterrupted
     process = train(tmp_path, wait=False)
-    _wait_for_checkpoint(tmp_path, process)
+    wait_for_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
@@ -90,7 +75,7 @@ def test_sigkill_then_resume_gives_identical_parameters(uninterrupted, tmp_path)
 def test_sigterm_saves_and_exits_zero_then_resumes(uninterrupted, tmp_path):
     workdir, _ = uninterrupted
     process = train(tmp_path, wait=False)
-    _wait_for_checkpoint(tmp_path, process)
+    wait_for_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=900)
     assert process.returncode == 0, out
@@ -110,7 +95,7 @@ def test_stopping_and_resuming_many_times_always_ends_with_the_same_parameters(u
     workdir, _ = uninterrupted
     for attempt in range(6):
         process = train(tmp_path, wait=False)
-        _wait_for_checkpoint(tmp_path, process, minimum_step=10 + 20 * attempt)
+        wait_for_checkpoint(tmp_path, process, minimum_step=10 + 20 * attempt)
         if process.poll() is not None:
             break
         process.send_signal(signal_to_send)

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = f"--config={REPO}/experiments/configs/han_upa.py:tiny"
@@ -30,6 +31,31 @@ def train(workdir, *flags, config=TINY, wait=True, devices=None):
     if not wait:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def latest_steps(workdir) -> list[int]:
+    """The steps of a run's "latest" checkpoints, ascending."""
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    return sorted(int(n) for n in os.listdir(latest) if n.isdigit()) if os.path.isdir(latest) else []
+
+
+def wait_for_checkpoint(workdir, processes, minimum_step: int = 10) -> int:
+    """Polls until a checkpoint of `minimum_step` or later exists and returns its step; fails as
+    soon as a process (one Popen or a list) ends without one, killing the others. No wall-clock
+    limit: a busy machine is only slower."""
+    import pytest
+
+    processes = processes if isinstance(processes, (list, tuple)) else [processes]
+    while True:
+        steps = latest_steps(workdir)
+        if steps and steps[-1] >= minimum_step:
+            return steps[-1]
+        for p in processes:
+            if p.poll() is not None:
+                for q in processes:
+                    q.kill()
+                pytest.fail("a process ended before a checkpoint appeared:\n" + p.stdout.read())
+        time.sleep(0.02)
 
 
 def results(workdir):

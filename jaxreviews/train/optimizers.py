@@ -230,14 +230,11 @@ def _transform(config: ml_collections.ConfigDict, schedule: optax.Schedule, weig
         if decay_always or weight_decay:
             parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask(config.get("weight_decay_on", ""))))
         if config.get("embedding_weight_decay", 0.0):
+            decays = {"zero": optax.add_decayed_weights, "start": add_decay_towards_start}
             target = config.get("embedding_decay_to", "zero")
-            if target == "zero":
-                parts.append(optax.add_decayed_weights(config.embedding_weight_decay,
-                                                       mask=decay_mask(EMBEDDING_TABLE)))
-            elif target == "start":
-                parts.append(add_decay_towards_start(config.embedding_weight_decay, mask=decay_mask(EMBEDDING_TABLE)))
-            else:
-                raise ValueError(f"optimizer.embedding_decay_to={target!r}: choose 'zero' or 'start'")
+            if target not in decays:
+                raise ValueError(f"optimizer.embedding_decay_to={target!r}: choose one of {tuple(decays)}")
+            parts.append(decays[target](config.embedding_weight_decay, mask=decay_mask(EMBEDDING_TABLE)))
         return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
 
     tx = chain(schedule)
