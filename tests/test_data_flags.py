@@ -254,7 +254,7 @@ def test_half_star_movielens_trains_end_to_end_without_data_name(tmp_path):
                "--config.data.format=ratings", "--config.model.head.kind=both", "--config.train.epochs=2",
                f"--config.compilation_cache_dir={tmp_path / 'cache'}"]
     done = subprocess.run(command, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     with open(tmp_path / "run" / "results.json") as f:
         results = json.load(f)

@@ -129,7 +129,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(two_processes,
     processes = train_processes(tmp_path, EPOCHS, "--config.train.preemption_check_every_steps=2", wait=False)
     wait_for_checkpoint(tmp_path, processes, minimum_step=10)
     processes[1].send_signal(signal.SIGTERM)  # not the coordinator's process: the others learn of it
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
     saved = []
     for index, out in enumerate(outputs):

@@ -111,13 +111,13 @@ def test_the_report_command_writes_where_asked_and_prints_the_path(runs, tmp_pat
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-m", "experiments.report", f"--workdir={runs['mf']}", f"--output={output}",
                            f"--compilation_cache_dir={CACHE}"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=900)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == str(output)
     page = output.read_text(encoding="utf-8")
     assert "mf has no attention weights" in page and "report built in" in done.stderr
     missing = subprocess.run([sys.executable, "-m", "experiments.report", f"--workdir={tmp_path / 'nothing'}"],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert missing.returncode != 0 and "no such directory" in missing.stderr
 
 

@@ -99,14 +99,14 @@ def test_the_predict_and_evaluate_commands(han_upa_run, files, tmp_path):
     out = tmp_path / "predictions.jsonl"
     predicted = subprocess.run([sys.executable, "-m", "experiments.predict", f"--workdir={han_upa_run}",
                                 f"--input={files / 'test.txt'}", f"--output={out}"],
-                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert predicted.returncode == 0, predicted.stderr
     lines = [json.loads(line) for line in open(out)]
     assert len(lines) == results(han_upa_run)["test"]["reviews"]
     assert {"user", "product", "rating", "predicted_class", "expected_rating", "probabilities"} <= set(lines[0])
     evaluated = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={han_upa_run}",
                                 f"--input={files / 'test.txt'}"], cwd=REPO, env=env, capture_output=True,
-                               text=True, timeout=300)
+                               text=True, timeout=900)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "baseline: majority" in evaluated.stdout and "unseen in training" in evaluated.stdout
     written = json.load(open(os.path.join(han_upa_run, "evaluation-test.json")))

@@ -136,7 +136,7 @@ def test_pretrain_vectors_tool_writes_what_a_run_reads(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "tools", "pretrain_vectors.py"), os.fspath(source),
                              "--format", "amazon", "--dim", "6", "--epochs", "1", "--min-count", "1",
                              "--workers", "1", "--output", os.fspath(output)],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "6 dimensions" in result.stdout
     loaded = load_word_vectors(output, Vocabulary(("<pad>", "<unk>", *WORDS)))
