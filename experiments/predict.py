@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 flags.DEFINE_string("workdir", None, "A run directory written by experiments.train.", required=True)
 flags.DEFINE_string("input", None, "Reviews to predict: a file in the literature, Amazon or ratings format.",
@@ -30,7 +30,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from jaxreviews.run import load_run  # after flags: importing JAX reads XLA_FLAGS
 
-    logging.set_verbosity(logging.WARNING)  # orbax reports every file it reads at INFO
+    from jaxreviews import runtime
+
+    runtime.configure_logging()
 
     run = load_run(FLAGS.workdir, FLAGS.which)
     started, count = time.perf_counter(), 0

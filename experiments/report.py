@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 flags.DEFINE_multi_string("workdir", None, "A run directory written by experiments.train; repeat to compare runs.",
                           required=True)
@@ -30,8 +30,8 @@ FLAGS = flags.FLAGS
 def build_report(workdirs: list[str], output: str = "", *, samples: int = 2, command: str = "",
                  compilation_cache_dir: str | None = None) -> tuple[str, list[dict], dict]:
     """Analyses the runs, writes the page; returns (its path, the analyses, seconds per phase)."""
+    from jaxreviews import runtime
     from jaxreviews.analysis import analyze, html, run_files  # after flags: importing JAX reads XLA_FLAGS
-    from jaxreviews.train import compilation
 
     started = time.perf_counter()
     for workdir in workdirs:
@@ -39,8 +39,8 @@ def build_report(workdirs: list[str], output: str = "", *, samples: int = 2, com
             raise FileNotFoundError(f"--workdir={workdir}: no such directory (train one with experiments.train)")
     if compilation_cache_dir is None:
         config = run_files.read_json(os.path.expanduser(workdirs[0]), "config.json")
-        compilation_cache_dir = config.get("compilation_cache_dir", compilation.default_cache_dir())
-    compilation.enable_persistent_cache(compilation_cache_dir)
+        compilation_cache_dir = config.get("compilation", {}).get("cache_dir", "auto")
+    runtime.enable_compilation_cache(compilation_cache_dir)
     analyses = analyze.analyze_runs(workdirs, samples_per_kind=samples)
     analysed = time.perf_counter()
     page = html.render(analyses, command=command)
@@ -58,7 +58,9 @@ def build_report(workdirs: list[str], output: str = "", *, samples: int = 2, com
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # orbax reports every file it reads at INFO
+    from jaxreviews import runtime
+
+    runtime.configure_logging()
     command = "python -m experiments.report " + " ".join(f"--workdir={w}" for w in FLAGS.workdir)
     path, _, seconds = build_report(FLAGS.workdir, FLAGS.output, samples=FLAGS.samples, command=command,
                                  compilation_cache_dir=FLAGS.compilation_cache_dir)

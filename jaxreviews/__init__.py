@@ -1,25 +1,32 @@
 """jaxreviews: predict the star rating of a review from its text, its author and its product.
 
+    from jaxreviews import options, train_and_evaluate, load_run
+    config = options.default_config("han_upa", "tiny")        # every option: docs/options.md
+    results = train_and_evaluate(config, "runs/tiny")          # RunResults, as results.json
+    run = load_run("runs/tiny")                                # .predict(reviews), .evaluate(file)
+
 The public names, each documented where it is defined:
 
-    load_run(workdir)            a trained run: `.predict(reviews)`, `.evaluate(file)`   (jaxreviews.run)
-    models.build_model(...)      Flax modules by name: cnn, rnn, bilstm, han, han_upa, mf (jaxreviews.models)
-    models.default_model_config  every option of a model, as an ml_collections.ConfigDict
-    data.pipeline.load_splits    a data config -> train / validation / test with vocabulary and id maps
-    data.packing.PackedBatcher   fixed-shape packed batches (data.batching.Batcher: [B, S, W] buckets)
-    train.step                   init_state, make_train_step, make_eval_step: pure, jit- and vmap-able
-    train.optimizers             make_optimizer: optax chains from config (schedules, clipping, freezing)
-    train.evaluation.evaluate    the metrics of results.json over any batches
-    train.loop                   the fit loop in parts (setup, restore_or_create, Fit, final_results)
-                                 and train_and_evaluate(config, workdir), what experiments.train runs
-    analysis.analyze_run(workdir)  every number of a run's report (experiments.report) as plain dicts
-    tune.sweep.run_sweep(config, workdir, trials=N)  a hyperparameter search (experiments.sweep): Optuna
-                                 studies, batched trials as populations, pruning, folds, report
+    options                      every option in one place, presets, validate(config)
+    train_and_evaluate           one loop for one model and K members (jaxreviews.train)
+    RunResults                   results.json's schema
+    load_run, Run                a trained run: predict, evaluate (jaxreviews.run)
+    data                         load_splits, readers, batchers, the synthetic corpus
+    models                       Flax modules by name: cnn, rnn, bilstm, han, han_upa, mf
+    train                        the loop's parts, the pure steps, optimisers, members, callbacks
+    tune.sweep.run_sweep         a hyperparameter search (experiments.sweep): Optuna studies,
+                                 batched trials as populations, pruning, folds, report
+    analysis.analyze_run         every number of a run's report (experiments.report) as plain dicts
+    runtime.configure            process settings for command-line tools (cache, SIGTERM, logs):
+                                 the library itself never changes its host process
 
-Layers point one way: data -> models -> train -> experiments; `run` (load_run) sits on top, and
-`analysis` on it.
+Layers point one way: options -> data -> models -> train -> tune / analysis -> experiments; `run`
+(load_run) sits on train, and `analysis` on it. The library logs through `logging` ("jaxreviews")
+and prints nothing.
 """
+from jaxreviews import options
 from jaxreviews.run import Run, load_run
+from jaxreviews.train import RunResults, train_and_evaluate
 
 __version__ = "0.1.0"
-__all__ = ["Run", "__version__", "load_run"]
+__all__ = ["Run", "RunResults", "__version__", "load_run", "options", "train_and_evaluate"]

@@ -35,10 +35,10 @@ from jaxreviews.data.corpus import EncodedReviews
 from jaxreviews.data.text import tokenize_review
 from jaxreviews.data.types import OOV_ID, Review
 from jaxreviews.data.vocab import IdMap, Vocabulary
-from jaxreviews.ensemble import members as members_lib
-from jaxreviews.ensemble.members import combine_outputs
 from jaxreviews.models.mf import TrainingPairs
-from jaxreviews.train import checkpoints, evaluation, step as step_lib
+from jaxreviews.models.heads import combine_outputs
+from jaxreviews.train import checkpoints, evaluation, members as members_lib, step as step_lib
+from jaxreviews.train.results import RunResults
 
 
 @dataclasses.dataclass
@@ -281,23 +281,26 @@ def load_run(workdir: str | os.PathLike, which: str = "best") -> Run:
         label_prior=None if info.get("label_prior") is None else np.asarray(info["label_prior"]),
         training_pairs=pairs)
     state, step, results, meta = _restore(workdir, which)
-    baselines = {name: values["prediction"] for name, values in results.get("baselines", {}).items()}
+    members = int(meta.get("members", 0))
+    if members == 1:  # a one-member run is one model: its arrays without the member axis
+        state = {key: jax.tree.map(lambda x: np.asarray(x)[0], state.get(key) or {}) for key in ("params", "model_state")}
+        members = 0
+    baselines = {name: values["prediction"] for name, values in (results.baselines if results else {}).items()}
     return Run(workdir=workdir, config=config, vocab=Vocabulary.load(os.path.join(workdir, "vocab.txt")),
                users=IdMap.load(os.path.join(workdir, "users.txt")),
                products=IdMap.load(os.path.join(workdir, "products.txt")), model=model,
                params=jax.tree.map(jnp.asarray, state["params"]),
                model_state=jax.tree.map(jnp.asarray, state.get("model_state") or {}), info=info, step=step,
-               baselines=baselines, members=int(meta.get("members", 0)))
+               baselines=baselines, members=members)
 
 
 def _restore(workdir: str, which: str):
-    """(state as plain arrays, its step, results.json or {}, the checkpoint's meta)."""
+    """(state as plain arrays, its step, its RunResults or None, the checkpoint's meta)."""
     if which not in ("best", "latest"):
         raise ValueError(f"which={which!r}: 'best' or 'latest'")
-    results = {}
+    results = None
     if os.path.exists(os.path.join(workdir, "results.json")):
-        with open(os.path.join(workdir, "results.json")) as f:
-            results = json.load(f)
+        results = RunResults.load(os.path.join(workdir, "results.json"))
     ckpt = checkpoints.RunCheckpoints(workdir)
     try:
         if which == "latest":
@@ -306,7 +309,7 @@ def _restore(workdir: str, which: str):
                 raise FileNotFoundError(f"{workdir} has no checkpoint yet")
             state, meta = restored
             return state, int(meta["step"]), results, meta
-        best_step = results.get("best_step")
+        best_step = None if results is None else results.best_step
         if best_step is None:  # still training: the best so far, as the latest checkpoint records it
             restored = ckpt.restore_latest(None)
             if restored is None:

@@ -14,6 +14,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from jaxreviews import options
 from jaxreviews import models
 from jaxreviews.data import batching, packing, pipeline, readers
 from jaxreviews.models import heads
@@ -42,7 +43,7 @@ def movielens_csv(path, *, num_users=24, num_movies=30, ratings_per_user=18, see
 
 
 def files_config(**values):
-    config = pipeline.default_data_config()
+    config = options.section("data")
     for key, value in values.items():
         config[key] = value
     return config
@@ -226,9 +227,9 @@ def test_check_ids_passes_real_batches_and_names_an_id_outside_its_table():
 def test_half_star_heads_map_classes_to_half_steps(tmp_path):
     """Batcher, head and model of one DataSplits agree: 10 classes, ratings and expected ratings in half steps."""
     splits = pipeline.load_splits(files_config(path=movielens_csv(tmp_path / "ratings.csv")))
-    config = models.default_model_config("mf")
-    models.shrink_for_tests(config)
+    config = options.default_config("mf", "tiny").model
     config.head.kind = "classification"
+    config.factor_shrinkage = config.bias_shrinkage = 0.0  # no training pairs given to build_model
     model = models.build_model(config, vocab_size=len(splits.vocab), num_users=len(splits.users),
                                num_products=len(splits.products), num_classes=splits.num_classes,
                                rating_range=splits.rating_range)
@@ -252,7 +253,7 @@ def test_half_star_movielens_trains_end_to_end_without_data_name(tmp_path):
     command = [sys.executable, "-m", "experiments.train", f"--config={REPO}/experiments/configs/mf.py:tiny",
                f"--workdir={tmp_path / 'run'}", f"--config.data.train={train}", f"--config.data.test={test}",
                "--config.data.format=ratings", "--config.model.head.kind=both", "--config.train.epochs=2",
-               f"--config.compilation_cache_dir={tmp_path / 'cache'}"]
+               f"--config.compilation.cache_dir={tmp_path / 'cache'}"]
     done = subprocess.run(command, cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxreviews import options
 from jaxreviews.train import checkpoints, optimizers, step as step_lib
 from tests.test_models import build, init, make_batch, tiny_config
 
@@ -13,7 +14,7 @@ from tests.test_models import build, init, make_batch, tiny_config
 def test_an_unfrozen_group_follows_the_runs_schedule_not_a_restarted_one():
     """`optimizer.unfreeze_epoch`: when the frozen group opens at step k, its learning rate is the
     schedule's value at step k, not at step 0 (its own step count starts there)."""
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.name, config.momentum, config.learning_rate = "sgd", 0.0, 1.0
     config.schedule.name, config.schedule.decay_rate, config.schedule.decay_epochs = "exponential", 0.5, 1.0
     config.freeze, config.unfreeze_epoch = "frozen_part", 2

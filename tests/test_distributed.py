@@ -133,7 +133,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(two_processes,
     assert [p.returncode for p in processes] == [0, 0], outputs
     saved = []
     for index, out in enumerate(outputs):
-        lines = [line for line in out.splitlines() if f"process {index}: SIGTERM: saved step" in line]
+        lines = [line for line in out.splitlines() if f"process {index}: stopped: saved step" in line]
         assert len(lines) == 1, out
         saved.append(int(lines[0].split("saved step ")[1].split()[0]))
     assert saved[0] == saved[1] and latest_steps(tmp_path)[-1] == saved[0]

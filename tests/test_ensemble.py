@@ -6,14 +6,15 @@ import signal
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 import jaxreviews
-from jaxreviews.ensemble import members as members_lib, population
-from jaxreviews.ensemble.stopping import MemberStopping
-from tests.training import REPO, records, results, train, wait_for_checkpoint
+from jaxreviews import options
+from jaxreviews.models import heads
+from jaxreviews.train import format_results, members as members_lib, population
+from jaxreviews.train.early_stopping import MemberStopping
+from tests.training import REPO, records, run_here, tiny, train, wait_for_checkpoint
 
 CNN = f"--config={REPO}/experiments/configs/cnn.py:tiny"
 
@@ -22,6 +23,10 @@ def ran(workdir, *flags, config=CNN, devices=None):
     done = train(workdir, *flags, config=config, devices=devices)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def cnn(**overrides):
+    return tiny("cnn", **overrides)
 
 
 def member(params, i):
@@ -37,18 +42,17 @@ def assert_close(actual, expected, rtol=2e-4, atol=2e-5):
 def three_seeds(tmp_path_factory):
     """cnn, 3 members in one program, the shared order of seed 0, 2 epochs."""
     workdir = tmp_path_factory.mktemp("three_seeds")
-    done = ran(workdir, "--config.num_seeds=3", "--config.train.epochs=2")
-    return workdir, done
+    return workdir, run_here(workdir, cnn(**{"num_seeds": 3, "train.epochs": 2}))
 
 
 def test_member_equals_the_single_run_of_its_seed(three_seeds, tmp_path):
-    workdir, done = three_seeds
-    ran(tmp_path, "--config.seed=2", "--config.data.shuffle_seed=0", "--config.train.epochs=2")
+    workdir, r = three_seeds
+    single_results = run_here(tmp_path, cnn(**{"seed": 2, "data.shuffle_seed": 0, "train.epochs": 2}))
     ensemble, single = jaxreviews.load_run(workdir, "latest"), jaxreviews.load_run(tmp_path, "latest")
-    assert ensemble.members == 3 and single.members == 0
+    assert ensemble.members == 3 and single.members == 0  # one member loads as one model
     assert_close(member(ensemble.params, 2), single.params)
     # The ensemble's step is the single step's work three times over (counted matmuls).
-    costs = results(workdir)["accounting"], results(tmp_path)["accounting"]
+    costs = r.accounting, single_results.accounting
     assert costs[0]["flops_per_step"] == pytest.approx(3 * costs[1]["flops_per_step"], rel=1e-6)
     # ... and not the others: members really differ
     assert not np.allclose(member(ensemble.params, 0)["head"]["output"]["kernel"],
@@ -56,21 +60,21 @@ def test_member_equals_the_single_run_of_its_seed(three_seeds, tmp_path):
 
 
 def test_results_hold_members_their_statistics_and_the_ensemble(three_seeds):
-    workdir, done = three_seeds
-    r = results(workdir)
-    assert r["num_seeds"] == 3 and r["member_seeds"] == [0, 1, 2] and len(r["members"]) == 3
-    assert r["ensemble"] == r["test"] and set(r["ensemble"]) == set(r["members"][0])
+    workdir, r = three_seeds
+    assert r.num_members == 3 and r.member_seeds == [0, 1, 2] and len(r.members) == 3
+    assert set(r.test) == set(r.members[0]) and r.test != r.members[0]
     for key in ("accuracy", "rmse", "nll", "macro_f1"):
-        values = [m[key] for m in r["members"]]
-        assert r["members_mean"][key] == pytest.approx(np.mean(values))
-        assert r["members_std"][key] == pytest.approx(np.std(values, ddof=1))
-    assert r["model_docs_per_s"] == pytest.approx(3 * r["docs_per_s"], rel=1e-3)
-    assert r["compilations"]["train_step"] == 1  # one program for all members
-    assert "ensemble of 3 (test)" in done.stdout and "members (test, mean ± std)" in done.stdout
+        values = [m[key] for m in r.members]
+        assert r.members_mean[key] == pytest.approx(np.mean(values))
+        assert r.members_std[key] == pytest.approx(np.std(values, ddof=1))
+    assert r.model_docs_per_s == pytest.approx(3 * r.docs_per_s, rel=1e-3)
+    assert r.compilations["train_step"] <= 1  # one program for all members
+    table = format_results(r)
+    assert "ensemble of 3 (test)" in table and "members (test, mean ± std)" in table
     # Averaging probabilities cannot raise the NLL above the members' mean (convexity), and the mean
     # rating's error is at most the members' mean error.
-    assert r["ensemble"]["nll"] <= r["members_mean"]["nll"] + 1e-9
-    assert r["ensemble"]["rmse"] <= r["members_mean"]["rmse"] + 1e-9
+    assert r.test["nll"] <= r.members_mean["nll"] + 1e-9
+    assert r.test["rmse"] <= r.members_mean["rmse"] + 1e-9
     validation = records(workdir, "validation")
     assert len(validation) == 2 and len(validation[0]["member_accuracy"]) == 3
 
@@ -93,50 +97,49 @@ def test_the_loaded_ensemble_predicts_the_mean_of_its_members(three_seeds):
     from jaxreviews.data import pipeline
     splits = pipeline.load_splits(run.config.data)
     metrics = run.evaluate(b for _, b in run.batches(splits.test))
-    r = results(workdir)
-    assert metrics["accuracy"] == pytest.approx(r["ensemble"]["accuracy"])
-    assert metrics["rmse"] == pytest.approx(r["ensemble"]["rmse"], rel=1e-5)
+    r = three_seeds[1]
+    assert metrics["accuracy"] == pytest.approx(r.test["accuracy"])
+    assert metrics["rmse"] == pytest.approx(r.test["rmse"], rel=1e-5)
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_ensemble(three_seeds, tmp_path):
-    workdir, _ = three_seeds
-    process = train(tmp_path, "--config.num_seeds=3", "--config.train.epochs=2", config=CNN, wait=False)
+    workdir, r = three_seeds
+    process = train(tmp_path, "--config.num_seeds=3", "--config.train.epochs=2", "--config.train.tensorboard=False",
+                    config=CNN, wait=False)
     wait_for_checkpoint(tmp_path, process, minimum_step=20)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    resumed = ran(tmp_path, "--config.num_seeds=3", "--config.train.epochs=2")
-    assert "resumed from step" in resumed.stdout
-    assert results(tmp_path)["param_checksum"] == results(workdir)["param_checksum"]
-    assert results(tmp_path)["members"] == results(workdir)["members"]
+    resumed = run_here(tmp_path, cnn(**{"num_seeds": 3, "train.epochs": 2}))
+    assert resumed.param_checksum == r.param_checksum
+    assert resumed.members == r.members
 
 
 def test_own_training_orders_equal_single_runs_of_each_seed(tmp_path):
-    ran(tmp_path / "own", "--config.num_seeds=2", "--config.member_data_order=True", "--config.train.epochs=1")
-    ran(tmp_path / "single", "--config.seed=1", "--config.train.epochs=1")
+    run_here(tmp_path / "own", cnn(**{"num_seeds": 2, "member_data_order": True, "train.epochs": 1}))
+    run_here(tmp_path / "single", cnn(**{"seed": 1, "train.epochs": 1}))
     ensemble, single = jaxreviews.load_run(tmp_path / "own", "latest"), jaxreviews.load_run(tmp_path / "single", "latest")
     assert_close(member(ensemble.params, 1), single.params)
 
 
 def test_population_members_equal_single_runs_with_their_hyperparameters(tmp_path):
-    ran(tmp_path / "population", "--config.num_seeds=2", "--config.train.epochs=1",
-        "--config.population.learning_rate=[3e-3, 2e-2]", "--config.population.head_dropout=[0.1, 0.6]")
-    ran(tmp_path / "single", "--config.seed=1", "--config.data.shuffle_seed=0", "--config.train.epochs=1",
-        "--config.optimizer.learning_rate=2e-2", "--config.model.head_dropout=0.6")
-    r = results(tmp_path / "population")
-    assert r["member_hyperparameters"] == [pytest.approx({"learning_rate": 3e-3, "head_dropout": 0.1}),
-                                           pytest.approx({"learning_rate": 2e-2, "head_dropout": 0.6})]
+    r = run_here(tmp_path / "population", cnn(**{"num_seeds": 2, "train.epochs": 1,
+                                                 "population.learning_rate": (3e-3, 2e-2),
+                                                 "population.head_dropout": (0.1, 0.6)}))
+    run_here(tmp_path / "single", cnn(**{"seed": 1, "data.shuffle_seed": 0, "train.epochs": 1,
+                                         "optimizer.learning_rate": 2e-2, "model.head_dropout": 0.6}))
+    assert r.member_hyperparameters == [pytest.approx({"learning_rate": 3e-3, "head_dropout": 0.1}),
+                                        pytest.approx({"learning_rate": 2e-2, "head_dropout": 0.6})]
     ensemble = jaxreviews.load_run(tmp_path / "population", "latest")
     assert_close(member(ensemble.params, 1), jaxreviews.load_run(tmp_path / "single", "latest").params)
     assert ensemble.model_state["hyperparams"]["head_dropout"]["rate"].tolist() == pytest.approx([0.1, 0.6])
-    assert r["members"][0] != r["members"][1]
+    assert r.members[0] != r.members[1]
 
 
 def test_each_member_keeps_its_own_best_and_stops_on_its_own(tmp_path):
     """A member whose learning rate is 0 never improves after its first evaluation and stops; the
     other keeps improving: their best steps differ, and the best checkpoint holds each one's best."""
-    ran(tmp_path, "--config.num_seeds=2", "--config.train.epochs=4", "--config.train.patience=1",
-        "--config.population.learning_rate=[0.0, 1e-2]")
-    r = results(tmp_path)
+    r = run_here(tmp_path, cnn(**{"num_seeds": 2, "train.epochs": 4, "train.patience": 1,
+                                  "population.learning_rate": (0.0, 1e-2)})).to_json()
     steps_per_epoch = 30
     assert r["member_best_steps"][0] == steps_per_epoch
     assert r["member_best_steps"][1] > steps_per_epoch
@@ -151,8 +154,7 @@ def test_each_member_keeps_its_own_best_and_stops_on_its_own(tmp_path):
 
 
 def test_snapshot_ensemble_takes_a_snapshot_at_each_cycle_end(tmp_path):
-    ran(tmp_path, "--config.train.snapshots=3", "--config.train.epochs=3", "--config.train.log_every_steps=1")
-    r = results(tmp_path)
+    r = run_here(tmp_path, cnn(**{"train.snapshots": 3, "train.epochs": 3, "train.log_every_steps": 1})).to_json()
     assert r["snapshot_steps"] == [30, 60, 90] and len(r["members"]) == 3
     assert sorted(int(n) for n in os.listdir(tmp_path / "checkpoints" / "snapshots") if n.isdigit()) == [30, 60, 90]
     lr = {rec["step"]: rec["lr"] for rec in records(tmp_path, "train")}
@@ -162,15 +164,15 @@ def test_snapshot_ensemble_takes_a_snapshot_at_each_cycle_end(tmp_path):
         assert lr[start + 30] < 0.01 * peak
     run = jaxreviews.load_run(tmp_path)
     assert run.members == 3
-    assert r["ensemble"]["nll"] <= r["members_mean"]["nll"] + 1e-9
+    assert r["test"]["nll"] <= r["members_mean"]["nll"] + 1e-9
 
 
 def test_members_sharded_over_devices_equal_members_on_one(tmp_path):
     common = ("--config.num_seeds=8", "--config.train.epochs=1")
     sharded = ran(tmp_path / "sharded", *common, devices=8)
-    assert "mesh {'members': 8, 'data': 1}" in sharded.stdout
+    assert "mesh {'members': 8, 'data': 1, 'model': 1}" in sharded.stdout
     data = ran(tmp_path / "data", *common, "--config.mesh.members=1", devices=8)
-    assert "mesh {'members': 1, 'data': 8}" in data.stdout
+    assert "mesh {'members': 1, 'data': 8, 'model': 1}" in data.stdout
     a, b = (jaxreviews.load_run(tmp_path / name, "latest").params for name in ("sharded", "data"))
     assert_close(a, b)
 
@@ -192,34 +194,40 @@ def test_member_stopping_tracks_each_member():
 
 
 def _config(num_seeds, **population_values):
-    config = ml_collections.ConfigDict({"seed": 0, "num_seeds": num_seeds})
-    config.population = population.default_population_config()
+    config = options.default_config("cnn")
+    config.num_seeds = num_seeds
     for name, value in population_values.items():
         config.population[name] = value
     return config
 
 
 def test_population_ranges_spread_on_the_right_scales():
-    values = population.values(_config(5, learning_rate="(1e-4, 1e-2)", head_dropout="(0.1, 0.5)"))
+    values = population.values(_config(5, learning_rate_range=(1e-4, 1e-2), head_dropout_range=(0.1, 0.5)))
     np.testing.assert_allclose(values["learning_rate"], [1e-4, 10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2], rtol=1e-5)
     np.testing.assert_allclose(values["head_dropout"], [0.1, 0.2, 0.3, 0.4, 0.5], rtol=1e-5)
-    config = _config(64, learning_rate="(1e-4, 1e-2)")
+    config = _config(64, learning_rate_range=(1e-4, 1e-2))
     config.population.spacing = "random"
     drawn = population.values(config)["learning_rate"]
     assert drawn.min() >= 1e-4 * (1 - 1e-6) and drawn.max() <= 1e-2 * (1 + 1e-6)
     assert np.mean(drawn < 1e-3) == pytest.approx(0.5, abs=0.2)  # log-uniform: half below the geometric middle
-    assert population.values(_config(3, weight_decay="[0, 1e-4, 1e-3]"))["weight_decay"].tolist() == pytest.approx(
+    assert population.values(_config(3, weight_decay=(0, 1e-4, 1e-3)))["weight_decay"].tolist() == pytest.approx(
         [0, 1e-4, 1e-3])
     with pytest.raises(ValueError, match="lists 2 values for num_seeds=3"):
-        population.values(_config(3, learning_rate="[1e-3, 1e-2]"))
-    with pytest.raises(ValueError, match=r"dropout rates must lie in \[0, 1\)"):
-        population.values(_config(2, head_dropout="(0.5, 1.0)"))
-    assert population.injected_hyperparameters(_config(2, weight_decay="(1e-5, 1e-3)")) == ("weight_decay",)
+        population.values(_config(3, learning_rate=(1e-3, 1e-2)))
+    assert population.injected_hyperparameters(_config(2, weight_decay_range=(1e-5, 1e-3))) == ("weight_decay",)
+    # validate() says the same before any data is read, naming the option and the way out
+    problems = options.problems(_config(3, learning_rate=(1e-3, 1e-2)))
+    assert problems == ["population.learning_rate lists 2 values for num_seeds=3 members (a range: "
+                        "population.learning_rate_range=(low, high))"]
+    assert options.problems(_config(2, head_dropout_range=(0.5, 1.0))) == [
+        "population.head_dropout_range=(0.5, 1.0): dropout rates must lie in [0, 1)"]
+    assert "give the members' values or a range, not both" in options.problems(
+        _config(2, learning_rate=(1e-3, 1e-2), learning_rate_range=(1e-3, 1e-2)))[0]
 
 
 def test_combined_outputs_average_probabilities_and_ratings():
     logits = jnp.log(jnp.array([[[0.7, 0.2, 0.1]], [[0.1, 0.2, 0.7]]]))  # 2 members, 1 review, 3 classes
-    combined = members_lib.combine_outputs({"logits": logits, "rating": jnp.array([[1.0], [2.0]])}, (1.0, 3.0), 3)
+    combined = heads.combine_outputs({"logits": logits, "rating": jnp.array([[1.0], [2.0]])}, (1.0, 3.0), 3)
     np.testing.assert_allclose(jax.nn.softmax(combined["logits"]), [[0.4, 0.2, 0.4]], atol=1e-6)
     np.testing.assert_allclose(combined["rating"], [1.5])
     assert combined["predicted_rating"].tolist() == [1.5]
@@ -236,13 +244,14 @@ def test_members_axis_takes_the_devices_that_split_members_and_batch():
 
 @pytest.mark.slow
 def test_the_ensemble_is_no_worse_than_its_mean_member_on_the_synthetic_corpus(tmp_path):
-    ran(tmp_path, "--config.num_seeds=3", "--config.train.epochs=3", config=f"--config={REPO}/experiments/configs/cnn.py")
-    r = results(tmp_path)
-    assert r["test"]["reviews"] == 2000
-    assert r["ensemble"]["accuracy"] >= r["members_mean"]["accuracy"]
-    assert r["ensemble"]["macro_f1"] >= r["members_mean"]["macro_f1"]
-    assert r["ensemble"]["rmse"] <= r["members_mean"]["rmse"]
-    assert r["ensemble"]["nll"] <= r["members_mean"]["nll"]
+    config = options.default_config("cnn")
+    config.num_seeds, config.train.epochs = 3, 3
+    r = run_here(tmp_path, config)
+    assert r.test["reviews"] == 2000
+    assert r.test["accuracy"] >= r.members_mean["accuracy"]
+    assert r.test["macro_f1"] >= r.members_mean["macro_f1"]
+    assert r.test["rmse"] <= r.members_mean["rmse"]
+    assert r.test["nll"] <= r.members_mean["nll"]
 
 
 def test_members_initialise_without_batched_cpu_qr():
@@ -253,7 +262,7 @@ def test_members_initialise_without_batched_cpu_qr():
     from experiments.configs import han_upa
     from jaxreviews import models
 
-    config = han_upa.get_config("tiny").model
+    config = options.default_config("han_upa", "tiny").model
     model = models.build_model(config, vocab_size=50, num_users=5, num_products=5, num_classes=5,
                                rating_range=(1.0, 5.0))
     batch = {"words": jnp.ones((2, 3, 4), jnp.int32), "sentence_mask": jnp.ones((2, 3), bool),
@@ -268,8 +277,11 @@ def test_members_initialise_without_batched_cpu_qr():
         calls = [line for line in text.splitlines() if 'custom_call_target="lapack_sgeqrf' in line]
         return [line.split("operand_layout_constraints={")[1].split("{")[0] for line in calls]
 
+    import optax
+
     mesh = members_lib.make_mesh(4, 2, devices=jax.devices()[:1])
-    mapped = qr_operands(members_lib.init_members(init, mesh, (0,)).lower(keys).compile().as_text())
+    program = members_lib.init_program(model, optax.adam(1e-3), mesh, members_lib.member_sharding(mesh), 4)
+    mapped = qr_operands(program.lower(keys, batch, None).compile().as_text())
     vmapped = qr_operands(jax.jit(jax.vmap(init)).lower(keys).compile().as_text())
     assert mapped and vmapped
     assert all(operand.startswith("f32[") and operand.count(",") == 1 for operand in mapped), mapped

@@ -24,7 +24,7 @@ def test_a_row_reports_its_members_mean_and_std_and_is_not_rerun(tmp_path):
     assert row["seeds"] == 2 and table["baselines"] == results["baselines"]
     rmse = [m["rmse"] for m in results["members"]]
     assert row["rmse"] == round(float(np.mean(rmse)), 4) and row["rmse_std"] == round(float(np.std(rmse, ddof=1)), 4)
-    assert row["ensemble"]["rmse"] == round(results["ensemble"]["rmse"], 4)
+    assert results["num_members"] == 2 and row["ensemble"]["rmse"] == round(results["test"]["rmse"], 4)
     assert "| mf | " in done.stdout and "| majority | " in done.stdout
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "experiments.train" not in again.stdout  # read, not trained

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxreviews import options
 from jaxreviews import models
 from jaxreviews.models import heads
 from tests.test_models import CLASSES, PRODUCTS, USERS, VOCAB, build, init, make_batch, tiny_config
@@ -116,7 +117,7 @@ def test_loss_is_weighted_and_padding_rows_contribute_nothing():
     batch = {"label": jnp.array([0, 1, 2]), "rating": jnp.array([1.0, 2.0, 3.0]), "weight": jnp.array([1.0, 1.0, 0.0])}
     outputs = {"logits": jnp.array([[5.0, 0, 0, 0, 0], [0, 5.0, 0, 0, 0], [0, 0, 0, 0, 1e4]]),
                "rating": jnp.array([1.5, 2.0, 1e4])}
-    config = heads.default_head_config()
+    config = options.section("model", "cnn").head
     config.kind, config.regression_weight = "both", 2.0
     ce = heads.cross_entropy(outputs["logits"][:2], batch["label"][:2])
     want = jnp.mean(ce + 2.0 * jnp.array([0.25, 0.0]))

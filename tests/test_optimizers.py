@@ -5,6 +5,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxreviews import options
 from jaxreviews.train import optimizers
 
 
@@ -37,7 +38,7 @@ def run(config, steps=20, steps_per_epoch=5):
 
 @pytest.mark.parametrize("name", optimizers.OPTIMIZERS)
 def test_each_optimizer_reduces_the_loss(name):
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.name = name
     config.learning_rate = 0.05
     history, _ = run(config)
@@ -46,7 +47,7 @@ def test_each_optimizer_reduces_the_loss(name):
 
 @pytest.mark.parametrize("name", optimizers.SCHEDULES)
 def test_each_schedule_starts_peaks_and_ends_sensibly(name):
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.schedule.name = name
     config.schedule.warmup_epochs = 1.0 if name in ("warmup_cosine", "constant", "sgdr") else 0.0
     _, schedule = run(config, steps=1)
@@ -63,14 +64,14 @@ def test_each_schedule_starts_peaks_and_ends_sensibly(name):
 
 
 def test_linear_scaling_with_batch_size():
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.scale_with_batch = True
     config.base_batch_size = 16
     assert optimizers.peak_learning_rate(config, 64) == pytest.approx(4e-3)
 
 
 def test_freezing_and_unfreezing_by_name():
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.learning_rate = 0.05
     config.freeze = "word_embedding"
     config.unfreeze_epoch = 2  # steps_per_epoch 5 -> opens at step 10
@@ -88,7 +89,7 @@ def test_freezing_and_unfreezing_by_name():
 
 
 def test_clipping_weight_decay_and_accumulation():
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.name = "sgd"
     config.momentum = 0.0
     config.learning_rate = 1.0
@@ -97,13 +98,13 @@ def test_clipping_weight_decay_and_accumulation():
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: a - b, history[1], history[0]))
     assert float(optax.tree.norm(moved)) == pytest.approx(0.01, rel=1e-4)
 
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.accumulation_steps = 4
     history, _ = run(config, steps=8)
     same = [np.array_equal(history[i]["encoder"]["kernel"], history[i + 1]["encoder"]["kernel"]) for i in range(8)]
     assert same == [True, True, True, False] * 2  # one update every 4 micro-steps
 
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.name = "adamw"
     config.weight_decay = 0.5
     decayed, _ = run(config, steps=10)
@@ -120,7 +121,7 @@ def test_penalties():
 
 
 def test_unknown_names_raise():
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.name = "lion2"
     with pytest.raises(ValueError, match="optimizer.name"):
         run(config, steps=1)

@@ -16,7 +16,7 @@ def readme_example(section: str) -> str:
 # Appended to the example: the loss of the initial and of the trained parameters on one batch.
 CHECK = """
 initial = step.init_state(model, tx, batch, jax.random.key(0))
-evaluate = jax.jit(step.make_eval_step(model, config.head, splits.num_classes))
+evaluate = jax.jit(step.make_eval_step(model, config.model.head, splits.num_classes))
 print("losses", float(evaluate(initial.params, {}, batch)["loss"]), float(evaluate(state.params, {}, batch)["loss"]))
 """
 

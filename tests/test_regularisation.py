@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxreviews import options
 from jaxreviews.data.types import OOV_ID
 from jaxreviews.models import heads
 from jaxreviews.train import optimizers
@@ -40,7 +41,7 @@ def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
     np.testing.assert_allclose(heads.cross_entropy(logits, labels, 0.1),
                                optax.softmax_cross_entropy(logits, targets), rtol=1e-6)
     np.testing.assert_array_equal(heads.cross_entropy(logits, labels, 0.0), heads.cross_entropy(logits, labels))
-    head = heads.default_head_config()
+    head = options.section("model", "cnn").head
     head.label_smoothing = 0.1
     outputs = heads.with_predictions({"logits": logits}, (1.0, 5.0), 5)
     batch = {"label": labels, "rating": labels + 1.0, "weight": jnp.ones(6)}
@@ -51,7 +52,7 @@ def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
 
 def test_weight_decay_on_a_pattern_decays_only_those_parameters():
     params = {"word_embedding": {"embedding": jnp.ones((4, 3))}, "head": {"output": {"kernel": jnp.ones((3, 2))}}}
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.weight_decay, config.weight_decay_on = 0.5, "word_embedding"
     tx, _ = optimizers.make_optimizer(config, steps_per_epoch=1, total_epochs=1, batch_size=32)
     zeros = jax.tree.map(jnp.zeros_like, params)
@@ -83,7 +84,7 @@ def test_unknown_dropout_replaces_ids_and_reads_the_old_name():
 
 def test_embedding_weight_decay_decays_the_word_table_on_top_of_weight_decay():
     params = {"word_embedding": {"embedding": jnp.ones((4, 3))}, "user_embedding": {"embedding": jnp.ones((2, 3))}}
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.weight_decay, config.embedding_weight_decay = 0.1, 1.0
     tx, _ = optimizers.make_optimizer(config, steps_per_epoch=1, total_epochs=1, batch_size=32)
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
@@ -93,7 +94,7 @@ def test_embedding_weight_decay_decays_the_word_table_on_top_of_weight_decay():
 
 def test_embedding_decay_to_start_pulls_the_word_table_towards_its_initial_values():
     start = {"word_embedding": {"embedding": jnp.arange(12.0).reshape(4, 3)}, "head": {"kernel": jnp.ones((3, 2))}}
-    config = optimizers.default_optimizer_config()
+    config = options.section("optimizer", "cnn")
     config.name, config.momentum, config.learning_rate = "sgd", 0.0, 0.5
     config.embedding_weight_decay, config.embedding_decay_to = 0.2, "start"
     tx, _ = optimizers.make_optimizer(config, steps_per_epoch=1, total_epochs=1, batch_size=32)
@@ -122,7 +123,7 @@ def test_embedding_decay_to_start_anchors_pretrained_vectors_given_to_init_state
     batch = make_batch(0)
     table = np.asarray(init(model, batch)["params"]["word_embedding"]["embedding"])
     vectors = np.random.default_rng(0).normal(0.0, 1.0, table.shape).astype(np.float32)
-    optimizer = optimizers.default_optimizer_config()
+    optimizer = options.section("optimizer", "cnn")
     optimizer.embedding_weight_decay, optimizer.embedding_decay_to = 1.0, "start"
     tx, _ = optimizers.make_optimizer(optimizer, steps_per_epoch=1, total_epochs=1, batch_size=32)
     state = step_lib.init_state(model, tx, batch, jax.random.key(0), pretrained_embeddings=vectors)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds  # a dependency of the project: its absence must fail, not skip
 
+from jaxreviews import options
 from jaxreviews.data import duplicates, pipeline, readers, synthetic, tfds_builders
 from jaxreviews.data.types import Review
 
@@ -156,7 +157,7 @@ def test_encode_rejects_what_would_not_read_back():
 
 def test_load_splits_from_tfds_equals_load_splits_from_the_files(tmp_path):
     write_literature_files(tmp_path / "manual", LITERATURE_CASES[0][1], 5, sizes=(30, 8, 9))
-    config = pipeline.default_data_config()
+    config = options.section("data")
     config.manual_dir = os.fspath(tmp_path / "manual")
     config.name, config.format = "files", "tang"
     files = sorted(os.listdir(tmp_path / "manual"))
@@ -176,7 +177,7 @@ def test_load_splits_from_tfds_equals_load_splits_from_the_files(tmp_path):
 
 
 def test_load_splits_from_tfds_synthetic_and_rating_range_check(tmp_path):
-    config = pipeline.default_data_config()
+    config = options.section("data")
     config.name, config.tfds_name, config.tfds_data_dir = "tfds", "synthetic_reviews/tiny", os.fspath(tmp_path)
     splits = pipeline.load_splits(config)
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (480, 60, 60)

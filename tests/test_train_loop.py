@@ -1,12 +1,16 @@
-"""End to end: the experiment module trains, evaluates, checkpoints, resumes exactly, stops cleanly."""
+"""End to end: a run trains, evaluates, checkpoints, resumes exactly, stops cleanly, and refuses a
+directory that holds another config. Most runs are in this process (`run_here`); signals, fake
+devices and the command's output need a subprocess (`train`)."""
 import json
+import logging
 import os
 import signal
 
 import numpy as np
 import pytest
 
-from tests.training import REPO, TINY, results, train, wait_for_checkpoint
+from jaxreviews.train import WorkdirError, format_results, loop
+from tests.training import REPO, results, run_here, tiny, train, wait_for_checkpoint
 
 
 def train_losses(workdir) -> dict[int, float]:
@@ -19,70 +23,69 @@ def train_losses(workdir) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    """han_upa:tiny as `make test`'s reference run (TensorBoard on, as by default)."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
-    done = train(workdir)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return workdir, done
+    return workdir, run_here(workdir, tiny(**{"train.tensorboard": True}))
 
 
 def test_tiny_run_writes_everything(uninterrupted):
-    workdir, done = uninterrupted
-    r = results(workdir)
-    for split in ("test", "validation"):
-        assert {"accuracy", "rmse", "mae"} <= set(r[split])
-        assert 0 <= r[split]["accuracy"] <= 1
-    assert {"majority", "mean_rating"} <= set(r["baselines"])
-    assert len(r["param_checksum"]) == 64
-    assert r["compilations"]["train_step"] <= len(r["buckets"])
-    assert os.path.exists(os.path.join(workdir, "config.json"))
-    assert os.path.exists(os.path.join(workdir, "vocab.txt"))
+    workdir, r = uninterrupted
+    assert r.num_members == 1 and r.members[0] == r.test and r.members_std["accuracy"] == 0
+    for split in (r.test, r.validation):
+        assert {"accuracy", "rmse", "mae"} <= set(split)
+        assert 0 <= split["accuracy"] <= 1
+    assert {"majority", "mean_rating"} <= set(r.baselines)
+    assert len(r.param_checksum) == 64
+    assert r.compilations["train_step"] <= len(r.buckets)
+    assert results(workdir) == json.loads(json.dumps(r.to_json()))
+    for name in ("config.json", "vocab.txt", "model.json"):
+        assert os.path.exists(os.path.join(workdir, name))
     assert os.listdir(os.path.join(workdir, "checkpoints", "latest"))
     assert os.listdir(os.path.join(workdir, "checkpoints", "best"))
     assert [f for f in os.listdir(os.path.join(workdir, "tensorboard")) if "tfevents" in f]
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    kinds = {rec["kind"] for rec in records}
-    assert {"train", "validation", "test"} <= kinds
+    assert {"train", "validation", "test"} <= {rec["kind"] for rec in records}
     assert sum(rec["kind"] == "validation" for rec in records) >= 2
     train_records = [rec for rec in records if rec["kind"] == "train"]
     assert {"loss", "grad_norm", "param_norm", "update_norm", "lr"} <= set(train_records[0])
-    assert "baseline: majority" in done.stdout
+    assert r.train_seconds > 0 and r.docs_per_s > 0 and r.compile["seconds"] > 0
+    assert "baseline: majority" in format_results(r)
 
 
-def test_same_command_again_reports_the_finished_run(uninterrupted):
-    workdir, _ = uninterrupted
+def test_the_same_command_again_reports_the_finished_run(uninterrupted):
+    workdir, r = uninterrupted
     again = train(workdir)
-    assert again.returncode == 0
+    assert again.returncode == 0, again.stdout + again.stderr
     assert "finished run" in again.stdout
-    assert f"param_checksum {results(workdir)['param_checksum']}" in again.stdout
+    assert f"param_checksum {r.param_checksum}" in again.stdout
 
 
-def test_sigkill_then_resume_gives_identical_parameters(uninterrupted, tmp_path):
-    workdir, _ = uninterrupted
-    process = train(tmp_path, wait=False)
+def test_sigkill_then_resume_gives_identical_parameters(uninterrupted, tmp_path, caplog):
+    workdir, r = uninterrupted
+    process = train(tmp_path, "--config.train.tensorboard=False", wait=False)
     wait_for_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
     assert not os.path.exists(tmp_path / "results.json")
-    resumed = train(tmp_path)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resumed from step" in resumed.stdout
-    assert results(tmp_path)["param_checksum"] == results(workdir)["param_checksum"]
-    assert results(tmp_path)["test"] == results(workdir)["test"]
+    with caplog.at_level(logging.INFO, logger="jaxreviews"):
+        resumed = run_here(tmp_path, tiny())
+    assert "resumed from step" in caplog.text
+    assert resumed.param_checksum == r.param_checksum
+    assert resumed.test == r.test
     assert train_losses(tmp_path) == train_losses(workdir)  # each step once, the same losses
 
 
 def test_sigterm_saves_and_exits_zero_then_resumes(uninterrupted, tmp_path):
-    workdir, _ = uninterrupted
-    process = train(tmp_path, wait=False)
+    workdir, r = uninterrupted
+    process = train(tmp_path, "--config.train.tensorboard=False", wait=False)
     wait_for_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=900)
     assert process.returncode == 0, out
-    assert "SIGTERM" in out
-    resumed = train(tmp_path)
-    assert resumed.returncode == 0
-    assert results(tmp_path)["param_checksum"] == results(workdir)["param_checksum"]
+    assert "saved step" in out
+    resumed = run_here(tmp_path, tiny())
+    assert resumed.param_checksum == r.param_checksum
     assert train_losses(tmp_path) == train_losses(workdir)
 
 
@@ -92,9 +95,9 @@ def test_stopping_and_resuming_many_times_always_ends_with_the_same_parameters(u
                                                                                signal_to_send):
     """Preemption after preemption: every SIGTERM saves and exits 0 (never an abort at shutdown),
     and the run still ends with the uninterrupted run's parameters."""
-    workdir, _ = uninterrupted
+    workdir, r = uninterrupted
     for attempt in range(6):
-        process = train(tmp_path, wait=False)
+        process = train(tmp_path, "--config.train.tensorboard=False", wait=False)
         wait_for_checkpoint(tmp_path, process, minimum_step=10 + 20 * attempt)
         if process.poll() is not None:
             break
@@ -102,32 +105,61 @@ def test_stopping_and_resuming_many_times_always_ends_with_the_same_parameters(u
         out, _ = process.communicate(timeout=900)
         expected = 0 if signal_to_send == signal.SIGTERM else -signal.SIGKILL
         assert process.returncode == expected, out
-    finished = train(tmp_path)
+    finished = train(tmp_path, "--config.train.tensorboard=False")
     assert finished.returncode == 0, finished.stdout + finished.stderr
-    assert results(tmp_path)["param_checksum"] == results(workdir)["param_checksum"]
+    assert results(tmp_path)["param_checksum"] == r.param_checksum
     assert train_losses(tmp_path) == train_losses(workdir)
 
 
-def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
-    first = train(tmp_path, "--config.train.epochs=1")
-    assert first.returncode == 0, first.stdout + first.stderr
+def test_a_stop_request_saves_the_step_and_the_same_call_resumes(uninterrupted, tmp_path):
+    """What SIGTERM does in the command, through the library: `stop` set, the run saves and returns None."""
+    workdir, r = uninterrupted
+
+    class StopAfter(loop.Callback):
+        def __init__(self, stop):
+            self.stop = stop
+
+        def on_train_metrics(self, trainer, values, step):
+            if step == 25:
+                self.stop.set()
+
+    import threading
+    stop = threading.Event()
+    assert run_here(tmp_path, tiny(), stop=stop, callbacks=[StopAfter(stop)]) is None
+    assert not os.path.exists(tmp_path / "results.json")
+    assert sorted(int(n) for n in os.listdir(tmp_path / "checkpoints" / "latest") if n.isdigit())[-1] == 26
+    resumed = run_here(tmp_path, tiny())
+    assert resumed.param_checksum == r.param_checksum
+    assert resumed.train_seconds > 0 and resumed.eval_seconds > 0  # the sessions' times add up
+
+
+def test_another_config_is_refused_naming_the_keys_and_more_epochs_continue(tmp_path, caplog):
+    first = run_here(tmp_path, tiny(**{"train.epochs": 1}))
+    with pytest.raises(WorkdirError, match=r"finished run of another config \(model.embed_dim: 16 -> 32\)"):
+        run_here(tmp_path, tiny(**{"train.epochs": 1, "model.embed_dim": 32}))
     os.remove(tmp_path / "results.json")  # as if it had been stopped: checkpoints remain
-    changed = train(tmp_path, "--config.train.epochs=1", "--config.train.batch_size=8",
-                    "--config.optimizer.learning_rate=0.5")
-    assert changed.returncode != 0
-    message = changed.stdout + changed.stderr
-    assert "train.batch_size: 16 -> 8" in message and "optimizer.learning_rate" in message
-    longer = train(tmp_path, "--config.train.epochs=2")
-    assert longer.returncode == 0, longer.stdout + longer.stderr
-    assert "resuming with changed settings: train.epochs" in longer.stdout
+    with pytest.raises(WorkdirError, match=r"optimizer.learning_rate: 0.01 -> 0.5; train.batch_size: 16 -> 8"):
+        run_here(tmp_path, tiny(**{"train.epochs": 1, "train.batch_size": 8, "optimizer.learning_rate": 0.5}))
+    with caplog.at_level(logging.INFO, logger="jaxreviews"):
+        again = run_here(tmp_path, tiny(**{"train.epochs": 1, "train.log_every_steps": 3}))
+    assert "resuming with changed settings: train.log_every_steps" in caplog.text
+    assert again.param_checksum == first.param_checksum
+    assert again.train_seconds == pytest.approx(first.train_seconds, abs=0.02)  # kept from the first session
+    with caplog.at_level(logging.INFO, logger="jaxreviews"):
+        longer = run_here(tmp_path, tiny(**{"train.epochs": 2, "train.patience": 0}))
+    assert "continuing the finished run" in caplog.text and "train.epochs 1 -> 2" in caplog.text
+    assert longer.steps == 2 * first.steps
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in records if r["kind"] == "test"] == [longer.steps]  # one test record, the last
+    with pytest.raises(WorkdirError, match="cannot be shortened"):
+        run_here(tmp_path, tiny(**{"train.epochs": 1, "train.patience": 0}))
 
 
 def test_the_logged_learning_rate_is_the_optimiser_steps_under_accumulation(tmp_path):
     """With 2 micro-steps an update, the schedule moves every second step, and so does the log."""
-    done = train(tmp_path, "--config.train.epochs=1", "--config.optimizer.accumulation_steps=2",
-                 "--config.optimizer.schedule.name=exponential", "--config.optimizer.schedule.decay_epochs=0.1",
-                 config=f"--config={REPO}/experiments/configs/cnn.py:tiny")
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_here(tmp_path, tiny("cnn", **{"train.epochs": 1, "optimizer.accumulation_steps": 2,
+                                      "optimizer.schedule.name": "exponential",
+                                      "optimizer.schedule.decay_epochs": 0.1}))
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     rates = [r["lr"] for r in sorted((r for r in records if r["kind"] == "train"), key=lambda r: r["step"])]
     assert len(rates) >= 6 and rates[0] > rates[-1]
@@ -135,10 +167,9 @@ def test_the_logged_learning_rate_is_the_optimiser_steps_under_accumulation(tmp_
 
 
 def test_non_finite_loss_stops_with_a_message_and_keeps_checkpoints(tmp_path):
-    done = train(tmp_path, "--config.optimizer.learning_rate=1e12", "--config.optimizer.name=sgd",
-                 "--config.optimizer.momentum=0.0", config=f"--config={REPO}/experiments/configs/cnn.py:tiny")
-    assert done.returncode == 3, done.stdout + done.stderr
-    assert "learning rate" in done.stderr and "step" in done.stderr
+    config = tiny("cnn", **{"optimizer.learning_rate": 1e12, "optimizer.name": "sgd", "optimizer.momentum": 0.0})
+    with pytest.raises(loop.NonFiniteLossError, match=r"step \d+: the loss is nan .*learning rate too high"):
+        run_here(tmp_path, config)
     assert not os.path.exists(tmp_path / "results.json")
 
 
@@ -147,11 +178,9 @@ def test_training_from_an_amazon_file(tmp_path):
     reviews = synthetic.generate(synthetic.default_spec("tiny")).reviews
     path = tmp_path / "reviews.json"
     readers.write_amazon(path, reviews)
-    done = train(tmp_path / "run", "--config.data.name=files", "--config.data.format=amazon",
-                 f"--config.data.path={path}", "--config.train.epochs=2")
-    assert done.returncode == 0, done.stdout + done.stderr
-    r = results(tmp_path / "run")
-    assert r["data"]["train"]["reviews"] + r["data"]["validation"]["reviews"] + r["data"]["test"]["reviews"] == len(reviews)
+    r = run_here(tmp_path / "run", tiny(**{"data.name": "files", "data.format": "amazon", "data.path": str(path),
+                                          "train.epochs": 2}))
+    assert r.data["train"]["reviews"] + r.data["validation"]["reviews"] + r.data["test"]["reviews"] == len(reviews)
 
 
 def test_batch_sharded_over_eight_devices_trains_as_one_device(tmp_path):
@@ -161,8 +190,7 @@ def test_batch_sharded_over_eight_devices_trains_as_one_device(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "8 devices" in done.stdout
     assert results(tmp_path / "eight")["test"]["reviews"] == 60
-    one = train(tmp_path / "one", "--config.train.epochs=1", config=config)
-    assert one.returncode == 0, one.stdout + one.stderr
+    run_here(tmp_path / "one", tiny("cnn", **{"train.epochs": 1, "train.tensorboard": True}))
     import jax
     import jaxreviews
     eight_params, one_params = (jaxreviews.load_run(tmp_path / name).params for name in ("eight", "one"))
@@ -171,25 +199,23 @@ def test_batch_sharded_over_eight_devices_trains_as_one_device(tmp_path):
 
 
 def test_a_repeated_run_compiles_nothing(tmp_path):
-    """The persistent compilation cache: the same config again reads every program back."""
-    cache = f"--config.compilation_cache_dir={tmp_path / 'cache'}"
-    first = train(tmp_path / "first", cache, "--config.train.epochs=2")
-    second = train(tmp_path / "second", cache, "--config.train.epochs=2")
+    """The persistent compilation cache, across processes: the same config again reads every
+    program back."""
+    cache = f"--config.compilation.cache_dir={tmp_path / 'cache'}"
+    config = f"--config={REPO}/experiments/configs/mf.py:tiny"
+    first = train(tmp_path / "first", cache, "--config.train.epochs=2", config=config)
+    second = train(tmp_path / "second", cache, "--config.train.epochs=2", config=config)
     assert first.returncode == 0 and second.returncode == 0, first.stdout + first.stderr + second.stderr
     compiled, again = results(tmp_path / "first")["compile"], results(tmp_path / "second")["compile"]
     assert compiled["programs"] > 0 and again["programs"] == 0 and again["cache_reads"] >= compiled["programs"]
     assert results(tmp_path / "second")["param_checksum"] == results(tmp_path / "first")["param_checksum"]
     assert "compilation" in second.stdout and "read from the cache" in second.stdout
-    r = results(tmp_path / "second")
-    assert r["train_seconds"] > 0 and r["docs_per_s"] > 0 and r["layout"] == "packed"
 
 
 def test_padded_layout_still_trains(tmp_path):
-    done = train(tmp_path, "--config.data.layout=padded", "--config.train.epochs=2")
-    assert done.returncode == 0, done.stdout + done.stderr
-    r = results(tmp_path)
-    assert r["layout"] == "padded" and len(r["buckets"]) == 2
-    assert r["compilations"]["train_step"] <= 2 and r["test"]["reviews"] == 60
+    r = run_here(tmp_path, tiny(**{"data.layout": "padded", "train.epochs": 2}))
+    assert r.layout == "padded" and len(r.buckets) == 2
+    assert r.compilations["train_step"] <= 2 and r.test["reviews"] == 60
 
 
 def test_packed_batches_sharded_over_eight_devices(tmp_path):

@@ -4,9 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxreviews import options
 from jaxreviews import models
 from jaxreviews.data import batching, corpus, synthetic
-from jaxreviews.train import loop, optimizers, step
+from jaxreviews.train import evaluation, optimizers, step
 
 
 @pytest.fixture(scope="module")
@@ -16,19 +17,19 @@ def tiny():
     users, products = collected.build_id_maps()
     data = collected.encode(None, vocab, users, products)
     batcher = batching.Batcher(data, layout="flat", batch_size=16, buckets=[(64,)])
-    config = models.shrink_for_tests(models.default_model_config("cnn"))
+    config = options.default_config("cnn", "tiny").model
     model = models.build_model(config, vocab_size=len(vocab), num_users=len(users), num_products=len(products),
                                num_classes=5, rating_range=(1.0, 5.0))
-    tx, _ = optimizers.make_optimizer(optimizers.default_optimizer_config(), steps_per_epoch=10,
+    tx, _ = optimizers.make_optimizer(options.section("optimizer", "cnn"), steps_per_epoch=10,
                                       total_epochs=1, batch_size=16)
     return model, config, tx, batcher
 
 
 def test_macro_f1_and_baselines():
-    from jaxreviews.train import loop, step
+    from jaxreviews.train import step
     confusion = np.array([[3, 1], [0, 0]])  # class 1 never true, predicted once
     assert step.macro_f1(confusion) == pytest.approx(np.mean([2 * 3 / (4 + 3), 0.0]))
-    result = loop.baselines(np.array([5.0, 5, 5, 1]), np.array([5.0, 1, 3]), (1.0, 5.0), 1.0)
+    result = evaluation.baselines(np.array([5.0, 5, 5, 1]), np.array([5.0, 1, 3]), (1.0, 5.0), 1.0)
     assert result["majority"]["prediction"] == 5.0
     assert result["majority"]["accuracy"] == pytest.approx(1 / 3)
     assert result["mean_rating"]["prediction"] == 4.0

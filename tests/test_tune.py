@@ -11,6 +11,7 @@ import pytest
 
 import jaxreviews
 from experiments.configs import cnn, mf
+from jaxreviews import options as options_lib
 from jaxreviews.tune import sweep as sweep_lib
 from tests.training import CACHE
 
@@ -23,7 +24,7 @@ def tiny(space: dict, **options):
     config = cnn.get_config("tiny")
     config.train.epochs = 2
     config.train.tensorboard = False
-    config.compilation_cache_dir = CACHE
+    config.compilation.cache_dir = CACHE
     config.search.space = json.dumps(space)
     for key, value in options.items():
         node = config
@@ -38,7 +39,7 @@ def mf_tiny(like):
     """mf:tiny with `like`'s search settings (each fold has its own tables: mf compiles fastest)."""
     config = mf.get_config("tiny")
     config.train.epochs, config.train.tensorboard = like.train.epochs, False
-    config.compilation_cache_dir, config.search = CACHE, like.search
+    config.compilation.cache_dir, config.search = CACHE, like.search
     return config
 
 
@@ -63,7 +64,7 @@ def test_random_and_tpe_on_a_tiny_config(tmp_path, method):
         summary = json.load(open(tmp_path / "trials" / f"{trial.number:04d}" / "trial.json"))
         assert summary["state"] == "COMPLETE" and summary["value"] == trial.value
     run = jaxreviews.load_run(tmp_path / "trials" / "0002")  # each trial is a run directory
-    assert run.members == 1 and run.config.population.learning_rate
+    assert run.members == 0 and len(run.config.population.learning_rate) == 1  # a population of one: one model
     assert os.path.exists(tmp_path / "report.html") and os.path.exists(tmp_path / "report.md")
     # a trial after the first reuses its compiled programs
     results = json.load(open(tmp_path / "trials" / "0002" / "results.json"))

@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from experiments.configs import cnn
+from jaxreviews import options as options_lib
 from jaxreviews.data import duplicates, pipeline
 from jaxreviews.tune import analysis, methods, report, runner as runner_lib, space as space_lib
 from jaxreviews.tune.sweep import Sweep
@@ -214,7 +215,7 @@ def test_folds_partition_the_reviews_outside_test_and_keep_copies_together(tmp_p
             lines.append(json.dumps({**review, "asin": f"p{(i + copy) % 11}"}))
     with gzip.open(path, "wt") as f:
         f.write("\n".join(lines) + "\n")
-    config = pipeline.default_data_config()
+    config = options_lib.section("data")
     config.path, config.format, config.folds = str(path), "amazon", 3
     plain = pipeline.load_splits(_files(path))
     validations, test_texts = [], None
@@ -240,7 +241,7 @@ def test_folds_partition_the_reviews_outside_test_and_keep_copies_together(tmp_p
 
 
 def _files(path, **options):
-    config = pipeline.default_data_config()
+    config = options_lib.section("data")
     config.path, config.format = str(path), "amazon"
     for key, value in options.items():
         config[key] = value

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from jaxreviews import options as options_lib
 from jaxreviews.data import pipeline, readers, vocab as vocab_lib, word_vectors
 from jaxreviews.data.types import Review
 from jaxreviews.data.vocab import Vocabulary, load_word_vectors
@@ -30,7 +31,7 @@ def reviews(count, seed, extra_word=None):
 
 
 def small_options(tmp_path, **overrides):
-    options = word_vectors.default_pretrain_options()
+    options = options_lib.section("data").pretrain
     options.update(dict(dim=8, epochs=1, min_count=1, workers=1, cache_dir=os.fspath(tmp_path / "cache")))
     options.update(overrides)
     return options
@@ -81,7 +82,7 @@ def test_vectors_come_from_the_training_text_only_and_are_cached(tmp_path):
     train, test = tmp_path / "train.txt", tmp_path / "test.txt"
     readers.write_tang(train, reviews(40, 0, extra_word="trainword"))
     readers.write_tang(test, reviews(10, 1, extra_word="testonlyword"))
-    config = pipeline.default_data_config()
+    config = options_lib.section("data")
     config.train, config.test, config.format = os.fspath(train), os.fspath(test), "tang"
     config.valid_fraction = 0.2
     config.pretrain_vectors = True
@@ -111,7 +112,7 @@ def test_a_read_only_data_folder_is_left_alone(tmp_path, monkeypatch):
     os.chmod(data, 0o555)
     try:
         assert not word_vectors.writable(os.fspath(data))
-        config = pipeline.default_data_config()
+        config = options_lib.section("data")
         config.path, config.format, config.pretrain_vectors = os.fspath(data / "all.txt"), "tang", True
         config.pretrain = small_options(tmp_path, cache_dir="")
         monkeypatch.setenv("JAXREVIEWS_CACHE_DIR", os.fspath(tmp_path / "home-cache"))
@@ -123,7 +124,7 @@ def test_a_read_only_data_folder_is_left_alone(tmp_path, monkeypatch):
 
 
 def test_pretrain_and_a_vectors_file_together_are_refused(tmp_path):
-    config = pipeline.default_data_config()
+    config = options_lib.section("data")
     config.synthetic_size = "tiny"
     config.pretrain_vectors, config.pretrained_vectors = True, "glove.txt"
     with pytest.raises(ValueError, match="set one of them"):

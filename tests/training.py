@@ -1,4 +1,7 @@
-"""Running `experiments.train` in a subprocess, as a user does, and reading what a run wrote."""
+"""Running a training: in this process (`run_here`, what most tests do: no interpreter start, and
+runs of one shape share their compiled programs), or `experiments.train` in a subprocess as a user
+does (`train`: for signals, fake devices, several processes and what the command prints); and
+reading what a run wrote."""
 import json
 import os
 import subprocess
@@ -9,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = f"--config={REPO}/experiments/configs/han_upa.py:tiny"
 
 # Test runs share compiled programs through JAX's persistent cache: same results, less time.
-CACHE = os.path.join(os.environ.get("PYTEST_CACHE_ROOT", "/tmp"), f"jaxreviews-test-jit-cache-{os.getuid()}")
+CACHE = os.path.join(os.environ.get("PYTEST_CACHE_ROOT", "/tmp"), f"jaxreviews-test-jax-cache-{os.getuid()}")
 
 
 def fake_device_flags(devices: int) -> str:
@@ -21,6 +24,42 @@ def fake_device_flags(devices: int) -> str:
             "--xla_cpu_collective_call_terminate_timeout_seconds=600")
 
 
+_PROGRAMS = None
+
+
+def programs():
+    """The test session's compiled programs, shared by in-process runs of the same shapes."""
+    global _PROGRAMS
+    if _PROGRAMS is None:
+        from jaxreviews.train import ProgramCache
+
+        _PROGRAMS = ProgramCache(size=64)
+    return _PROGRAMS
+
+
+def tiny(model: str = "han_upa", presets: str = "", **overrides):
+    """The `tiny` preset of `model` (then `presets`), with dotted-key overrides
+    (`tiny("cnn", **{"train.epochs": 1})`), TensorBoard off."""
+    from jaxreviews import options
+
+    config = options.default_config(model, ",".join(["tiny", *filter(None, presets.split(","))]))
+    config.train.tensorboard = False
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def run_here(workdir, config, **kwargs):
+    """`train_and_evaluate` in this process, sharing the session's programs; its RunResults."""
+    from jaxreviews.train import loop
+
+    return loop.train_and_evaluate(config, str(workdir), programs=programs(), **kwargs)
+
+
 def train(workdir, *flags, config=TINY, wait=True, devices=None):
     """`python -m experiments.train` on `workdir`; `devices`: that many fake CPU devices."""
     command = [sys.executable, "-m", "experiments.train", config, f"--workdir={workdir}", *flags]
@@ -30,7 +69,7 @@ def train(workdir, *flags, config=TINY, wait=True, devices=None):
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {fake_device_flags(devices)}"
     if not wait:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
 def latest_steps(workdir) -> list[int]:

@@ -166,8 +166,11 @@ def reference_config(name: str, args):
         c.factors = 50
         c.unknown_rate = 0.0
         c.l2_factors = c.l2_biases = 0.0  # the reference has no penalty
+        c.factor_shrinkage = c.bias_shrinkage = 0.0
         return c
     c.embedding_dropout = 0.0
+    c.word_dropout = 0.0  # the reference has no word dropout nor label smoothing
+    c.head.label_smoothing = 0.0
     c.dropout = 0.0
     c.norm = "none"
     c.head_dropout = 0.5 if name == "cnn" else 0.0
@@ -185,7 +188,7 @@ def reference_config(name: str, args):
             c.user_product.dim = args.embed
             c.user_product.word_attention = c.user_product.sentence_attention = True
             c.user_product.concat_to_document = c.user_product.rating_biases = False
-            c.user_product.unknown_rate = 0.0
+            c.user_product.unknown_dropout = 0.0
     return c
 
 
@@ -435,7 +438,7 @@ def bench_members(args) -> list[dict]:
     import jax
 
     from jaxreviews import models
-    from jaxreviews.ensemble import members as members_lib
+    from jaxreviews.train import accounting, members as members_lib
 
     config = reference_config(args.model, args)
     apply_overrides(config, args.set)
@@ -446,9 +449,13 @@ def bench_members(args) -> list[dict]:
 
     def program(count: int):
         keys = jax.random.split(jax.random.key(0), count)
-        mesh = members_lib.make_mesh(count, args.batch, 0)
-        state = members_lib.init_members(lambda key: init(batch, key), mesh, (0,))(keys)  # on CPU one after another: see there
-        step = jax.jit(members_lib.over_members(train_step, args.member_execution, (0, None, 0)), donate_argnums=0)
+        mesh = members_lib.make_mesh(count, args.batch)
+        on_cpu = mesh.devices.flat[0].platform == "cpu"  # members initialised one after another there: see init_program
+        init_execution = "single" if count == 1 else "map" if on_cpu else "vmap"
+        state = jax.jit(members_lib.over_members(lambda key: init(batch, key), init_execution, (0,)),
+                        out_shardings=members_lib.member_sharding(mesh))(keys)
+        execution = members_lib.member_execution(args.member_execution, count, mesh)  # one member: the single step
+        step = jax.jit(members_lib.over_members(train_step, execution, (0, None, 0)), donate_argnums=0)
         compiled = step.lower(state, batch, keys).compile()
         return state, keys, compiled
 
@@ -464,7 +471,10 @@ def bench_members(args) -> list[dict]:
             loss.block_until_ready()
             times.append(time.perf_counter() - started)
         cpu_ms = (time.process_time() - cpu) / args.steps * 1e3
-        return statistics.median(times), {**members_lib.memory_bytes(compiled), "cpu_ms_per_step": round(cpu_ms, 1)}
+        memory = accounting.step_memory(compiled, state)
+        return statistics.median(times), {"peak_bytes": memory["peak_bytes"], "argument_bytes": memory["argument_bytes"],
+                                          "temporary_bytes": memory["temporary_bytes"],
+                                          "cpu_ms_per_step": round(cpu_ms, 1)}
 
     counts = [int(k) for k in str(args.num_seeds).split(",") if k.strip()]
     single_ms, single_memory = time_steps(1)

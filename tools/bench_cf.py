@@ -153,7 +153,7 @@ def bench_config(name: str, *, train_path: str, test_path: str, rating_range, ra
 
     config = importlib.import_module(f"experiments.configs.{name}").get_config()
     config.seed = seed
-    config.compilation_cache_dir = ""
+    config.compilation.cache_dir = ""
     config.data.name, config.data.format = "files", "ratings"
     config.data.train, config.data.test = train_path, test_path
     config.data.rating_range, config.data.rating_step = tuple(rating_range), float(rating_step)
@@ -279,8 +279,8 @@ def run_via_loop(name: str, *, train_path: str, test_path: str, rating_range, ra
         began = time.perf_counter()
         results = loop.train_and_evaluate(config, workdir)
         seconds = time.perf_counter() - began
-    return {"rmse": round(results["test"]["rmse"], 4), "mae": round(results["test"]["mae"], 4),
-            "seconds": round(seconds, 2), "compile_seconds": results["compile"]["seconds"],
+    return {"rmse": round(results.test["rmse"], 4), "mae": round(results.test["mae"], 4),
+            "seconds": round(seconds, 2), "compile_seconds": results.compile["seconds"],
             "note": "data loading included"}
 
 
@@ -353,9 +353,9 @@ def main(argv=None) -> dict:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'}"
                                    f" intra_op_parallelism_threads={args.threads}").strip()
-    from jaxreviews.train import allocator, compilation
-    allocator.keep_freed_memory()  # as experiments.train does
-    compilation.enable_persistent_cache(args.compilation_cache)
+    from jaxreviews import runtime
+    runtime.configure(keep_freed_memory=True, sigterm=False)  # as experiments.train does
+    runtime.enable_compilation_cache(args.compilation_cache)
 
     train, test, description = load_tables(args)
     rating_range, rating_step = rating_scale(train, test)

@@ -68,7 +68,7 @@ def run(config_spec: str, trials: int, batch: int, epochs: int, workdir: str, ex
     for path in glob.glob(os.path.join(workdir, "trials", "*", "results.json")) + \
             glob.glob(os.path.join(workdir, "batches", "*", "results.json")):
         results = json.load(open(path))
-        if results.get("batch"):  # a batch member's copy: counted with its batch
+        if results.get("trained_in"):  # a batch member's copy: counted with its batch
             continue
         compile_seconds += results["compile"]["seconds"]
         runs.add(path)

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without install
 
+from jaxreviews import options as options_lib
 from jaxreviews.data import readers, word_vectors  # noqa: E402
 
 BATCH = 4096
@@ -144,7 +145,7 @@ def neighbours(words, vectors, probes, k=5):
 
 
 def main(argv=None) -> int:
-    defaults = word_vectors.default_pretrain_options()
+    defaults = options_lib.section("data").pretrain
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("file")
     parser.add_argument("--format", default=None)

@@ -18,8 +18,12 @@ import subprocess
 import sys
 import time
 
-METRICS = ("accuracy", "macro_f1", "rmse")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from jaxreviews.train.results import RunResults  # noqa: E402
+
+METRICS = ("accuracy", "macro_f1", "rmse")
 
 # name -> (config file, extra overrides). Every row takes the data set's variant.
 ROWS = {
@@ -68,8 +72,7 @@ def run_row(args, name: str) -> dict:
                            timeout=args.timeout_minutes * 60)
         with open(wall_path, "w") as f:
             json.dump({"wall_seconds": round(time.perf_counter() - started, 1)}, f)
-    with open(results_path) as f:
-        results = json.load(f)
+    results = RunResults.load(results_path).to_json()  # also the files older runs wrote
     if os.path.exists(wall_path):
         with open(wall_path) as f:
             results.update(json.load(f))
@@ -77,14 +80,13 @@ def run_row(args, name: str) -> dict:
 
 
 def summarise(name: str, results: dict) -> dict:
-    mean, std = results.get("members_mean"), results.get("members_std")
-    if mean is None:  # one seed: no spread
-        mean, std = results["test"], {m: 0.0 for m in METRICS}
-    row = {"model": name, "seeds": results.get("num_seeds", 1), "wall_seconds": results.get("wall_seconds"),
-           "docs_per_s": results.get("model_docs_per_s", results.get("docs_per_s"))}
+    mean, std = results["members_mean"], results["members_std"]
+    row = {"model": name, "seeds": results["num_members"], "wall_seconds": results.get("wall_seconds"),
+           "docs_per_s": results["model_docs_per_s"] or results["docs_per_s"]}
     for m in METRICS:
         row[m], row[f"{m}_std"] = round(mean[m], 4), round(std[m], 4)
-    row["ensemble"] = {m: round(results["ensemble"][m], 4) for m in METRICS} if "ensemble" in results else None
+    ensemble = results["num_members"] > 1  # test: the ensemble of the members
+    row["ensemble"] = {m: round(results["test"][m], 4) for m in METRICS} if ensemble else None
     return row
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without install
 
+from jaxreviews import options
 from jaxreviews.data import readers, word_vectors  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = word_vectors.default_pretrain_options()
+    defaults = options.section("data").pretrain
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("file", help="review file: Amazon JSON lines (plain or .gz) or the literature format")
     parser.add_argument("--format", choices=("tang", "amazon"), default=None, help="default: detect from the file")

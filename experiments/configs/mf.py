@@ -28,54 +28,12 @@ ratings (10k ratings, 1,429 users, 900 products, 68% five stars), never on their
 Test RMSE with these (tools/bench_cf.py, split seed 0): synthetic 0.8085 (scikit-surprise's SVD
 0.8492), Musical Instruments 0.8610 (SVD 0.8648); lower than SVD's on split seeds 1-3 too.
 
-Variants (`:name`, comma-separated, after base.py's own):
-  musical_instruments   ../shared/data/amazon-musical-instruments ratings (JSON lines), 1..5
-  half_stars            ratings from 0.5 to 5 in steps of 0.5 (MovieLens ratings.csv)
+Presets (`:name`, comma-separated): musical_instruments (the Amazon ratings, 1..5), half_stars
+(ratings from 0.5 to 5 in steps of 0.5, MovieLens ratings.csv), tiny; see docs/options.md.
 """
-import os
-
 from experiments.configs import base
-
-VARIANTS = ("musical_instruments", "half_stars")
 
 
 def get_config(arg: str | None = None):
-    config = base.make_config("mf")
-    model = config.model
-    model.factors = 50
-    model.l2_factors = 0.1
-    model.l2_biases = 0.0
-    model.factor_shrinkage = 3.0
-    model.bias_shrinkage = 10.0
-    model.head.rating_activation = "clip_straight_through"
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 2e-2
-    config.optimizer.weight_decay = 0.0
-    config.train.batch_size = 8192
-    config.train.epochs = 60
-    config.train.patience = 4
-    config.train.early_stopping_metric = "rmse"
-    config.data.valid_fraction = 0.05
-    for part in filter(None, (arg or "").split(",")):
-        apply_variant(config, part)
-    return config
-
-
-def apply_variant(config, variant: str) -> None:
-    if variant == "musical_instruments":
-        config.data.name = "files"
-        config.data.format = "amazon"
-        config.data.path = os.path.abspath(os.path.join(
-            base.SHARED_DATA, "amazon-musical-instruments", "reviews_Musical_Instruments_5.json.gz"))
-        config.data.rating_range = (1.0, 5.0)
-    elif variant == "half_stars":
-        config.data.rating_range = (0.5, 5.0)
-        config.data.rating_step = 0.5
-    elif variant == "tiny":
-        base.apply_variant(config, variant)
-        config.train.epochs = 6
-    else:
-        try:
-            base.apply_variant(config, variant)
-        except ValueError as error:
-            raise ValueError(f"{error}, or the mf variants {', '.join(VARIANTS)}") from None
+    """mf's defaults are the tuned values above (jaxreviews/options/reference.py)."""
+    return base.make_config("mf", arg)

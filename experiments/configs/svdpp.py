@@ -16,11 +16,8 @@ Test RMSE (tools/bench_cf.py, split seed 0): synthetic 0.8010 (scikit-surprise's
 Musical Instruments 0.8661 (SVD++ 0.8670; on split seeds 1-3: 0.8518 / 0.8483, 0.8582 / 0.8616,
 0.8659 / 0.8712). On Musical Instruments the plain `mf` config is as good or better.
 """
-from experiments.configs import mf
+from experiments.configs import base
 
 
 def get_config(arg: str | None = None):
-    config = mf.get_config(arg)
-    config.model.implicit_feedback = True
-    config.model.l2_implicit = 0.03
-    return config
+    return base.make_config("mf", ",".join(["svdpp"] + [a for a in (arg or "").split(",") if a]))

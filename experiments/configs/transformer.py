@@ -16,30 +16,15 @@ residual dropout 0.1; Adam 1e-3 with one warm-up epoch and a cosine decay (atten
 badly at a full learning rate from the first step). Any option is a flag, e.g.
 `--config.model.encoder.positions=sinusoidal --config.model.encoder.num_layers=4`.
 """
-from experiments.configs import base, han_upa
+from experiments.configs import base
 
-MODELS = ("flat", "han", "han_upa")
+MODELS = {"flat": "rnn", "han": "han", "han_upa": "han_upa"}
 
 
 def get_config(arg: str | None = None):
     parts = [part for part in (arg or "").split(",") if part]
     chosen = [part for part in parts if part in MODELS] or ["flat"]
     if len(chosen) > 1:
-        raise ValueError(f"choose one of {MODELS}, got {chosen}")
-    rest = ",".join(part for part in parts if part not in MODELS)
-    model = chosen[0]
-    if model == "han_upa":
-        config = han_upa.get_config(rest)
-    else:
-        config = base.make_config("rnn" if model == "flat" else "han", rest)
-    encoders = ("encoder",) if model == "flat" else ("word_encoder", "sentence_encoder")
-    for name in encoders:
-        encoder = config.model[name]
-        encoder.kind = "transformer"
-        encoder.num_layers = 2 if model == "flat" else 1
-        encoder.dropout = 0.1
-    if model == "flat":
-        config.model.pooling = "attention"
-    config.optimizer.schedule.name = "warmup_cosine"
-    config.optimizer.schedule.warmup_epochs = 1.0
-    return config
+        raise ValueError(f"choose one of {tuple(MODELS)}, got {chosen}")
+    rest = [part for part in parts if part not in MODELS]
+    return base.make_config(MODELS[chosen[0]], ",".join(["transformer", *rest]))

@@ -26,11 +26,21 @@ LOWER_IS_BETTER = ("rmse", "mae", "nll", "loss")
 
 
 def read_json(workdir: str | os.PathLike, name: str) -> dict:
+    """A run file as a dict ({} when absent); a whole results.json in the current schema
+    (`RunResults`), whichever schema the run wrote."""
     path = os.path.join(workdir, name)
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return json.load(f)
+        tree = json.load(f)
+    if name == "results.json":
+        from jaxreviews.train.results import RunResults
+
+        try:
+            tree = RunResults.from_json(tree).to_json()
+        except (KeyError, TypeError):  # not a whole results file (written by hand): as it is
+            pass
+    return tree
 
 
 def learning_curves(workdir: str | os.PathLike) -> dict:
@@ -138,20 +148,16 @@ METRIC_KEYS = ("accuracy", "macro_f1", "rmse", "mae", "nll")
 
 def test_metrics(results: dict, name: str = "model") -> list[dict]:
     """Rows {"name", "kind", metric: value | None, and "std": {metric: std} for members}: the
-    model's test metrics; with an ensemble (results.json "members_mean", "members_std",
-    "ensemble", "members") the members' mean ± std and the ensemble; then the baselines."""
+    model's test metrics; for a run of several members (results.json "num_members" > 1) the
+    ensemble ("test") and the members' mean ± std; then the baselines."""
     rows = []
-    if "ensemble" in results:  # an ensemble's run: "test" holds the ensemble's metrics too
-        rows.append({"name": f"{name}: ensemble", "kind": "ensemble", **_pick(results["ensemble"])})
-        if "test" in results and _pick(results["test"]) != _pick(results["ensemble"]):
-            rows.append({"name": name, "kind": "model", **_pick(results["test"])})
+    members = len(results.get("members") or [])
+    if members > 1:
+        rows.append({"name": f"{name}: ensemble", "kind": "ensemble", **_pick(results["test"])})
+        rows.append({"name": f"{name}: {members} members, mean ± std", "kind": "members",
+                     **_pick(results["members_mean"]), "std": _pick(results.get("members_std", {}))})
     elif "test" in results:
         rows.append({"name": name, "kind": "model", **_pick(results["test"])})
-    if "members_mean" in results:
-        members = results.get("members")
-        count = f"{len(members)} " if isinstance(members, (list, dict)) else ""
-        rows.append({"name": f"{name}: {count}members, mean ± std", "kind": "members",
-                     **_pick(results["members_mean"]), "std": _pick(results.get("members_std", {}))})
     for baseline, values in results.get("baselines", {}).items():
         rows.append({"name": f"baseline: {baseline.replace('_', ' ')}", "kind": "baseline", **_pick(values)})
     return rows

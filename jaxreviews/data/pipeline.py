@@ -46,61 +46,6 @@ MAX_INFERRED_CLASSES = 1000
 _RATING_KINDS = (readers.RATING_OUT_OF_RANGE, readers.RATING_OFF_GRID)
 
 
-def default_data_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.name = "synthetic"  # "synthetic" | "files" | "tfds" | a TFDS builder: yelp13, yelp14, imdb, amazon_reviews
-    c.synthetic_size = "default"  # "default" | "tiny"
-    c.synthetic_seed = 0
-    c.format = ""  # tang | amazon | ratings; "" = detect from the file
-    c.path = ""  # one file, split by `split_fractions` (setting it, or train/valid/test, selects name="files")
-    c.train = ""  # or separate files
-    c.valid = ""
-    c.test = ""
-    c.manual_dir = ""  # TFDS builders of real data read their files from here
-    c.tfds_name = ""  # name="tfds": a jaxreviews.data.tfds_builders builder, "yelp13", "synthetic_reviews/tiny"
-    c.tfds_data_dir = ""  # where TFDS keeps prepared data sets; "" = TFDS's default (~/tensorflow_datasets)
-    c.split_fractions = (0.8, 0.1, 0.1)
-    c.split_seed = 0
-    # The training order's seed; -1 = the run's `seed`. An ensemble's members share the order of
-    # the run's seed, so member i equals a single run with seed + i and this set to the seed.
-    c.shuffle_seed = -1
-    c.valid_fraction = 0.1  # held out of `train` when there is no `valid` file
-    # K-fold cross-validation (folds >= 2): the reviews outside the test split (train + validation
-    # of split_fractions, or the data.train file) are cut into `folds` folds by split_seed, copies
-    # of a review in one fold; fold `fold` is the validation split, the others train.
-    c.folds = 0
-    c.fold = 0
-    # (low, high), e.g. --config.data.rating_range="(1, 10)"; None = read from the training data.
-    c.rating_range = config_dict.placeholder(tuple)
-    c.rating_step = config_dict.placeholder(float)  # e.g. 0.5 for half stars; None = read from the training data
-    c.lenient = False  # skip (and count) malformed lines instead of raising
-    c.drop_duplicates = False  # keep one of each group of identical (user, text, rating) reviews
-    c.min_count = 1
-    c.max_vocab = 50000
-    c.pretrained_vectors = ""  # GloVe / word2vec text file
-    # Or train skip-gram vectors on the TRAINING split's text before the run (data/word_vectors.py),
-    # cached beside the data (or in data.pretrain.cache_dir) by a hash of the text and options.
-    c.pretrain_vectors = False
-    c.pretrain = word_vectors.default_pretrain_options()
-    # What the vectors go through before they become the word table (vocab.VECTOR_PROCESSING):
-    # "none", "center", or "all_but_the_top" (remove the mean and the top principal directions).
-    # Measured 2026-11-28 (README, the model table): han_upa with in-domain vectors on Musical
-    # Instruments, 5 seeds, test RMSE 0.768 ± 0.015 and macro-F1 0.341 processed against 0.804 ±
-    # 0.011 and 0.292 as read; without vectors 0.775 ± 0.005 and 0.302.
-    c.vector_processing = "all_but_the_top"
-    c.layout = "auto"  # auto | packed | padded: packed rows with segment ids, or [B, S, W] / [B, T] buckets
-    # Packed: the parts a global batch is packed in, 0 = one per process. The batches depend on it
-    # alone, not on the processes: one process with batch_parts=2 trains on a 2-process job's batches.
-    c.batch_parts = 0
-    c.num_buckets = 6  # padded layout only
-    c.max_sentences = 32
-    c.max_words = 64
-    c.max_tokens = 512
-    c.bucket_multiple = 4
-    c.wrap_sentences = 0  # > 0: sentences longer than this continue on a new row (less padding)
-    return c
-
-
 @dataclasses.dataclass(frozen=True)
 class DataSplits:
     train: EncodedReviews

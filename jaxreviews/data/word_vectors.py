@@ -44,21 +44,6 @@ from jaxreviews.data.corpus import Collected
 FORMAT_VERSION = 1  # part of the cache key: bump when the training or the file format changes
 
 
-def default_pretrain_options() -> ml_collections.ConfigDict:
-    """Skip-gram options (`data.pretrain`): word2vec's defaults for sg=1 but 200 dimensions."""
-    c = ml_collections.ConfigDict()
-    c.dim = 200  # the model's embed_dim becomes this
-    c.window = 5
-    c.epochs = 5
-    c.negative = 5
-    c.min_count = 2  # words seen fewer times in training get no vector (their rows start random)
-    c.sample = 1e-3  # down-sampling of frequent words
-    c.seed = 0
-    c.workers = 2  # threads; the vectors then vary a little from run to run (gensim's Hogwild SGD)
-    c.cache_dir = ""  # "" = beside the data when writable, else ~/.cache/jaxreviews/vectors
-    return c
-
-
 def train_skipgram(sentences: Sequence[Sequence[str]], *, dim: int = 200, window: int = 5, epochs: int = 5,
                    negative: int = 5, min_count: int = 2, sample: float = 1e-3, seed: int = 0,
                    workers: int = 2) -> tuple[list[str], np.ndarray]:

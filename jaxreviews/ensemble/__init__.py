@@ -1,7 +1,10 @@
-"""Ensembles: K members trained in one compiled program (vmapped seeds), populations of
-hyperparameters, snapshot ensembles, and their evaluation (mean ± std over members beside the
-ensemble). See `ensemble.loop` for the run, `ensemble.members` for the pieces."""
-from jaxreviews.ensemble.loop import is_ensemble, train_and_evaluate
-from jaxreviews.ensemble.members import combine_outputs
+"""Ensembles. K members are trained in one compiled program by the one training loop
+(`jaxreviews.train.loop`, `--config.num_seeds=K`; one model is a population of one), and
+`jaxreviews.load_run` predicts with a run's members as their ensemble. This package holds what
+combines members: `combine_outputs` (the mean of the members' class probabilities and ratings)
+and `mean_and_std` (the members' figures as mean ± std).
+"""
+from jaxreviews.models.heads import combine_outputs
+from jaxreviews.train.members import mean_and_std
 
-__all__ = ["combine_outputs", "is_ensemble", "train_and_evaluate"]
+__all__ = ["combine_outputs", "mean_and_std"]

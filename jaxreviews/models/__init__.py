@@ -1,6 +1,6 @@
 """Models by name, their default configs, and small helpers.
 
-    config = default_model_config("han_upa")          # every option with its default
+    config = default_model_config("han_upa")          # every option at its default (jaxreviews.options)
     model = build_model(config, vocab_size=..., num_users=..., num_products=..., num_classes=5,
                         rating_range=(1.0, 5.0),
                         **training_statistics(config, users=..., products=..., ratings=..., ...))
@@ -35,13 +35,14 @@ import ml_collections
 import numpy as np
 
 from jaxreviews.models import heads, layers
+from jaxreviews.options import schema
 from jaxreviews.models.mf import MatrixFactorization, TrainingPairs
 from jaxreviews.models.text import HierarchicalAttention, KimCNN, RNNClassifier
 
 __all__ = ["MODEL_NAMES", "TrainingPairs", "batch_layout", "build_model", "count_parameters", "default_model_config",
-           "heads", "input_layout", "shrink_for_tests", "training_statistics"]
+           "heads", "input_layout", "training_statistics"]
 
-MODEL_NAMES = ("cnn", "rnn", "bilstm", "han", "han_upa", "mf")
+MODEL_NAMES = schema.MODEL_NAMES
 _LAYOUTS = {"cnn": "flat", "rnn": "flat", "bilstm": "flat", "han": "hierarchical", "han_upa": "hierarchical",
             "mf": "ids"}
 _CLASSES = {"cnn": KimCNN, "rnn": RNNClassifier, "bilstm": RNNClassifier, "han": HierarchicalAttention,
@@ -75,133 +76,13 @@ def batch_layout(name: str, option: str = "auto") -> str:
     return "packed" if option == "auto" else option
 
 
-def _encoder_config(kind: str = "lstm", hidden_size: int = 100) -> ml_collections.ConfigDict:
-    e = ml_collections.ConfigDict()
-    e.kind = kind  # lstm | gru | cnn | transformer
-    e.hidden_size = 100 if hidden_size is None else hidden_size  # per direction
-    e.bidirectional = True
-    e.num_layers = 1
-    e.dropout = 0.0  # between stacked layers
-    e.unroll = 1  # nn.scan unroll factor
-    e.input_projection = "auto"  # auto | fused | hoisted: where x W is computed (speed only, same numbers)
-    e.kernel_init = "glorot_uniform"  # input kernels; recurrent kernels are orthogonal
-    e.filter_widths = (3,)  # kind == "cnn": per-position convolution features
-    e.num_filters = 100
-    e.activation = "relu"
-    e.conv_kernel_init = "he_normal"
-    # kind == "transformer" (models/transformer.py): pre-norm blocks of masked self-attention;
-    # num_layers, dropout (residual) and kernel_init above apply too.
-    e.model_dim = 0  # width; 0 = hidden_size x directions, the output width of the recurrent encoder
-    e.num_heads = 4
-    e.mlp_dim = 0  # 0 = 4 x width
-    e.attention_dropout = 0.0
-    e.positions = "learned"  # learned | sinusoidal
-    e.max_length = 512  # learned positions: table rows (later positions share the last row)
-    return e
-
-
-def _collaborative_config() -> ml_collections.ConfigDict:
-    m = ml_collections.ConfigDict()
-    m.enabled = False  # add MF (biases + <p_user, q_product>) to the head's pre-activations: a hybrid
-    m.factors = 50
-    m.unknown_rate = 0.05
-    m.init_stddev = 0.1
-    return m
-
-
 def default_model_config(name: str) -> ml_collections.ConfigDict:
-    """Every option of model `name` with its default value."""
+    """Every option of model `name` at the default `make run` trains it with (the option
+    reference, jaxreviews/options: docs/options.md lists them)."""
     _check_name(name)
-    c = ml_collections.ConfigDict()
-    c.name = name
-    c.dtype = "float32"  # compute dtype ("bfloat16" for mixed precision); parameters stay float32
-    c.head = heads.default_head_config()
-    c.kernel_init = "glorot_uniform"  # dense layers: glorot_*/xavier_*, he_*, lecun_* (uniform|normal)
-    if name == "mf":
-        c.head.kind = "regression"
-        c.factors = 50
-        c.unknown_rate = 0.05  # fraction of ids replaced by the unknown id 0 while training
-        c.init_stddev = 0.1
-        # The training loss gets the model's `penalty` output (models/mf.py): per rating, l2 * |row|^2
-        # of the rows it looks up (scikit-surprise's `reg`), plus shrinkage / (the row's training
-        # count) * |row|^2, which pulls rare users and products towards 0 (needs the training pairs:
-        # build_model(..., **training_statistics(...)); experiments/configs/mf.py sets it).
-        c.l2_factors = 0.02
-        c.l2_biases = 0.02
-        c.l2_implicit = 0.02  # SVD++'s y_j: each rating of u adds l2_implicit * sum_{j in N(u)} |y_j|^2
-        c.factor_shrinkage = 0.0
-        c.bias_shrinkage = 0.0
-        c.implicit_feedback = False  # SVD++: the products a user rated enter the user vector
-        return c
+    from jaxreviews import options
 
-    c.embed_dim = 200  # taken from the pretrained table when one is given
-    c.freeze_embeddings = False
-    c.embedding_dropout = 0.0
-    c.word_dropout = 0.0  # fraction of the words replaced by the OOV id while training (whole words dropped)
-    c.dropout = 0.0  # between levels (HAN sentence vectors)
-    c.head_dropout = 0.5  # before the head
-    # The embedding and head dropout rates as variables of the "hyperparams" collection instead of
-    # constants: set by `population.head_dropout` / `population.embedding_dropout` (an ensemble's
-    # members train with their own rates in one program).
-    c.dropout_rates_in_state = False
-    c.norm = "layer"  # layer | batch | none, on the document vector
-    c.collaborative = _collaborative_config()
-    if name == "cnn":
-        c.filter_widths = (3, 4, 5)
-        c.num_filters = 100
-        c.activation = "relu"
-        c.conv_kernel_init = "he_normal"
-    elif name in ("rnn", "bilstm"):
-        c.encoder = _encoder_config("lstm")
-        c.pooling = "mean"  # last | mean | max | attention
-        c.attention_dim = 200
-        c.attention_activation = "tanh"
-        c.head_dropout = 0.3
-    else:  # han, han_upa
-        c.word_encoder = _encoder_config("lstm")
-        c.sentence_encoder = _encoder_config("lstm")
-        c.attention_dim = 200
-        c.attention_activation = "tanh"
-        c.sentence_norm = "none"  # layer | batch | none, on the sentence vectors
-        c.embedding_dropout = 0.1
-        c.dropout = 0.1
-        c.head_dropout = 0.3
-        if name == "han_upa":
-            u = ml_collections.ConfigDict()
-            u.dim = 200  # size of each of the user and product embeddings
-            u.word_attention = True  # [user; product] enters the word attention scores
-            u.sentence_attention = True  # ... and the sentence attention scores
-            u.concat_to_document = False  # also concatenate [user; product] to the document vector
-            u.rating_biases = False  # add learned per-user and per-product biases to the head outputs
-            # Fraction of user ids, and apart of product ids, replaced by the unknown id 0 while
-            # training: the unknown rows (what an unseen user / product gets) learn the average.
-            u.unknown_dropout = 0.05
-            c.user_product = u
-    return c
-
-
-def shrink_for_tests(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Makes `config` tiny in place (seconds on a CPU), keeping every option's kind."""
-    name = config.name
-    if name == "mf":
-        config.factors = 8
-        return config
-    config.embed_dim = 16
-    if name == "cnn":
-        config.num_filters = 8
-    elif name in ("rnn", "bilstm"):
-        config.encoder.hidden_size = 8
-        config.encoder.num_filters = 8
-        config.attention_dim = 16
-    else:
-        for encoder in (config.word_encoder, config.sentence_encoder):
-            encoder.hidden_size = 8
-            encoder.num_filters = 16
-        config.attention_dim = 16
-        if "user_product" in config:
-            config.user_product.dim = 8
-    config.collaborative.factors = 8
-    return config
+    return options.default_config(name).model
 
 
 def training_statistics(config: ml_collections.ConfigDict, *, users: np.ndarray, products: np.ndarray,

@@ -36,23 +36,11 @@ import ml_collections
 import numpy as np
 
 from jaxreviews.models import layers
+from jaxreviews.options import reference
 
 Array = jax.Array
-KINDS = ("classification", "regression", "both")
-RATING_ACTIVATIONS = ("sigmoid", "clip", "clip_straight_through")
-
-
-def default_head_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.kind = "classification"  # classification | regression | both
-    c.regression_weight = 1.0  # weight of the MSE term when kind == "both"
-    # Training targets (1 - s) one-hot + s / C (Szegedy et al. 2016); the `nll` metric stays the
-    # plain negative log-likelihood, `loss` is the smoothed one.
-    c.label_smoothing = 0.0
-    # sigmoid: lo + (hi - lo) * sigmoid(z); clip: clip(z, lo, hi); clip_straight_through: clip(z, lo, hi)
-    # whose gradient is that of z (an out-of-range prediction is still pulled back by its error)
-    c.rating_activation = "sigmoid"
-    return c
+KINDS = reference.HEAD_KINDS
+RATING_ACTIVATIONS = reference.RATING_ACTIVATIONS
 
 
 def has_classification(kind: str) -> bool:
@@ -211,6 +199,18 @@ def with_predictions(outputs: dict[str, Array], rating_range: tuple[float, float
     else:
         outputs["predicted_class"] = rating_to_class(outputs["rating"], rating_range, num_classes)
     return outputs
+
+
+def combine_outputs(outputs: dict[str, Array], rating_range: tuple[float, float], num_classes: int) -> dict:
+    """Members' outputs [K, B, ...] -> the ensemble's [B, ...]: logits = log of the mean class
+    probabilities (the softmax of which is that mean), rating = the mean rating."""
+    combined = {}
+    if "logits" in outputs:
+        probabilities = jax.nn.softmax(outputs["logits"].astype(jnp.float32), axis=-1).mean(0)
+        combined["logits"] = jnp.log(jnp.maximum(probabilities, jnp.finfo(jnp.float32).tiny))
+    if "rating" in outputs:
+        combined["rating"] = outputs["rating"].astype(jnp.float32).mean(0)
+    return with_predictions(combined, rating_range, num_classes)
 
 
 def per_example_loss(outputs: dict[str, Array], batch: dict[str, Array],

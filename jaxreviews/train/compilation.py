@@ -1,14 +1,14 @@
-"""Compilation: JAX's persistent cache on by default, and compile time measured apart from training.
+"""Compile time, measured apart from training and evaluation.
 
-A run compiles a train and an eval program per batch shape; on a small file that can take longer
-than the training itself. The persistent cache keeps the compiled programs on disk, so a second run
-of the same config (or a search trial with the same shapes) compiles nothing. `CompileClock`
-counts what JAX reports through `jax.monitoring`: tracing, lowering and backend compilation (whose
-event also covers a program read back from the cache instead).
+A run compiles an init, a train and an eval program per batch shape; on a small file that can
+take longer than the training itself. `CompileClock` counts what JAX reports through
+`jax.monitoring` while it is open: tracing, lowering and backend compilation (whose event also
+covers a program read back from the persistent cache, which `runtime.configure` turns on for the
+command-line tools). Its listener is registered when the clock opens and removed when it closes:
+the library leaves no process-wide listener behind.
 """
 from __future__ import annotations
 
-import os
 import threading
 
 import jax
@@ -19,83 +19,66 @@ _EVENTS = {
     "/jax/core/compile/backend_compile_duration": "compile",
     "/jax/compilation_cache/cache_retrieval_time_sec": "cache_read",
 }
-_totals = {kind: 0.0 for kind in set(_EVENTS.values())}
-_counts = {kind: 0 for kind in set(_EVENTS.values())}
-_lock = threading.Lock()
-_listening = False
-
-
-def _record(event: str, duration: float, **_) -> None:
-    kind = _EVENTS.get(event)
-    if kind is not None:
-        with _lock:
-            _totals[kind] += duration
-            _counts[kind] += 1
-
-
-def _listen() -> None:
-    global _listening
-    if not _listening:
-        jax.monitoring.register_event_duration_secs_listener(_record)
-        _listening = True
-
-
-def default_cache_dir() -> str:
-    """$JAX_COMPILATION_CACHE_DIR when set, else <user cache directory>/jaxreviews/xla
-    ($XDG_CACHE_HOME or ~/.cache)."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return os.environ["JAX_COMPILATION_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jaxreviews", "xla")
-
-
-def enable_persistent_cache(directory: str) -> str | None:
-    """Keeps every compiled program in `directory` (created if needed); "" leaves the cache off.
-
-    Returns the directory in use. Programs compiled before this call in the same process are not
-    written back; JAX reads the setting when it first compiles."""
-    if not directory:
-        return None
-    directory = os.path.abspath(os.path.expanduser(directory))
-    os.makedirs(directory, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return directory
 
 
 class CompileClock:
-    """Seconds JAX spent compiling (trace + lower + compile + cache reads) since it was made."""
+    """Seconds JAX spent compiling (trace + lower + compile + cache reads) while open.
+
+        with CompileClock() as clock:
+            ...
+            spent = clock.take()     # since the last take: to leave it out of a rate
+        clock.report()               # {"seconds", "programs", "cache_reads"}
+    """
 
     def __init__(self):
-        _listen()
-        self._start = self._snapshot()
-        self._taken = dict(self._start[0])
+        self._lock = threading.Lock()
+        self._totals = {kind: 0.0 for kind in set(_EVENTS.values())}
+        self._counts = {kind: 0 for kind in set(_EVENTS.values())}
+        self._programs: dict[str, int] = {}  # backend compilations (or cache reads) by program name
+        self._taken = 0.0
+        self._open = False
 
-    @staticmethod
-    def _snapshot():
-        with _lock:
-            return dict(_totals), dict(_counts)
+    def _record(self, event: str, duration: float, fun_name: str = "", **_) -> None:
+        kind = _EVENTS.get(event)
+        if kind is not None:
+            with self._lock:
+                self._totals[kind] += duration
+                self._counts[kind] += 1
+                if kind == "compile":
+                    self._programs[fun_name] = self._programs.get(fun_name, 0) + 1
 
-    @staticmethod
-    def _spent(totals: dict, since: dict) -> float:
-        return sum(totals[k] - since[k] for k in ("trace", "lower", "compile"))  # cache reads are in "compile"
+    def __enter__(self) -> CompileClock:
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+        self._open = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._open:
+            jax.monitoring.unregister_event_duration_listener(self._record)
+            self._open = False
 
     @property
     def seconds(self) -> float:
-        return self._spent(self._snapshot()[0], self._start[0])
+        with self._lock:
+            return sum(self._totals[k] for k in ("trace", "lower", "compile"))  # cache reads are in "compile"
 
     def take(self) -> float:
-        """Compile seconds since the last `take` (to leave them out of a rate)."""
-        totals, _ = self._snapshot()
-        delta = self._spent(totals, self._taken)
-        self._taken = totals
+        """Compile seconds since the last `take`."""
+        now = self.seconds
+        delta, self._taken = now - self._taken, now
         return delta
 
+    def compilations(self, name: str) -> int:
+        """Programs compiled (or read from the cache) while open for the jitted function `name`."""
+        with self._lock:
+            return self._programs.get(f"jit({name})", 0)
+
     def report(self) -> dict:
-        """{"seconds", "programs" (compiled, not read from the cache), "cache_reads"} since the clock
-        was made."""
-        _, counts = self._snapshot()
-        reads = counts["cache_read"] - self._start[1]["cache_read"]
-        return {"seconds": round(self.seconds, 2),
-                "programs": counts["compile"] - self._start[1]["compile"] - reads, "cache_reads": reads}
+        """{"seconds", "programs" (compiled, not read from the cache), "cache_reads"}."""
+        seconds = self.seconds
+        with self._lock:
+            reads = self._counts["cache_read"]
+            return {"seconds": round(seconds, 2), "programs": self._counts["compile"] - reads, "cache_reads": reads}

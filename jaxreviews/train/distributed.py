@@ -97,7 +97,10 @@ def barrier(name: str, timeout_ms: int = BARRIER_TIMEOUT_MS) -> None:
 
     if jax.process_count() == 1:
         return
-    from jax._src import distributed as jax_distributed  # the coordination service client
+    # The coordination service's barrier, which JAX does not export: the public
+    # multihost_utils.sync_global_devices is a device collective, which XLA's CPU collectives abort
+    # after 40 s, too short for a data preparation.
+    from jax._src import distributed as jax_distributed
 
     client = jax_distributed.global_state.client
     if client is None:  # processes connected some other way

@@ -15,42 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
-SCHEDULES = ("constant", "exponential", "step", "warmup_cosine", "one_cycle", "sgdr")
-
-
-def default_optimizer_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.name = "adam"
-    c.learning_rate = 1e-3
-    c.scale_with_batch = False  # linear scaling: lr * batch_size / base_batch_size
-    c.base_batch_size = 32
-    c.b1, c.b2, c.eps = 0.9, 0.999, 1e-8
-    c.momentum = 0.9  # sgd / rmsprop
-    c.nesterov = False
-    c.weight_decay = 0.0  # decoupled (AdamW style) for every optimiser
-    c.weight_decay_on = ""  # regex over parameter paths the decay applies to, e.g. "word_embedding"; "" = all
-    # Decoupled decay of the word embedding table alone, on top of weight_decay: every row shrinks
-    # each step, so a rare word's row cannot keep what it memorised of its few reviews.
-    c.embedding_weight_decay = 0.0
-    # What that decay pulls the table towards: "zero", or "start", its value at initialisation
-    # (L2-SP): pretrained vectors then stay the anchor a row falls back to, instead of being erased.
-    c.embedding_decay_to = "zero"
-    c.l2 = 0.0  # penalties added to the loss, on kernels and embeddings
-    c.l1 = 0.0
-    c.clip_norm = 0.0  # global-norm clipping; 0 = off
-    c.accumulation_steps = 1  # gradient accumulation (optax.MultiSteps)
-    c.freeze = ""  # regex over parameter paths, e.g. "word_embedding"
-    c.unfreeze_epoch = -1  # epoch at which the frozen group starts training; -1 = never
-    c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "constant"
-    c.schedule.warmup_epochs = 0.0
-    c.schedule.decay_rate = 0.5  # exponential: factor per `decay_epochs`; step: factor each time
-    c.schedule.decay_epochs = 1.0
-    c.schedule.end_factor = 0.01  # warmup_cosine: final lr / peak lr
-    c.schedule.cycle_epochs = 2.0  # sgdr: length of the first cycle
-    c.schedule.cycle_mult = 1  # sgdr: each cycle this many times longer
-    return c
+from jaxreviews.options.reference import OPTIMIZERS, SCHEDULES
 
 
 def peak_learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> float:

@@ -1,13 +1,15 @@
 """Where a run's numbers go: JSON lines and TensorBoard scalars (process 0 only), and a progress
-line with docs/s and ETA."""
+line with docs/s and ETA (redrawn on a terminal the caller passes, else logged)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 
 import jax
+
+log = logging.getLogger(__name__)
 
 
 def _is_writer() -> bool:
@@ -18,8 +20,9 @@ class MetricWriter:
     """`metrics.jsonl` (one JSON object a record) and TensorBoard event files, without TensorFlow.
 
     `resume_step`: a run resumed from the checkpoint of that step. The records of later steps,
-    written before the run was stopped, are dropped from metrics.jsonl and hidden from TensorBoard
-    (its purge_step), since the resumed run writes them again: each step is in the logs once."""
+    written before the run was stopped, and the test records of a finished run it continues, are
+    dropped from metrics.jsonl and hidden from TensorBoard (its purge_step), since the resumed run
+    writes them again: each step is in the logs once."""
 
     def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None):
         self.enabled = _is_writer()
@@ -55,7 +58,8 @@ class MetricWriter:
 
 
 def _drop_records_after(path: str, step: int) -> None:
-    """Rewrites metrics.jsonl without the records of steps after `step` (and a torn last line)."""
+    """Rewrites metrics.jsonl without the records of steps after `step`, the test records (written
+    again when the run finishes) and a torn last line."""
     kept = []
     with open(path, encoding="utf-8") as file:
         for line in file:
@@ -63,7 +67,7 @@ def _drop_records_after(path: str, step: int) -> None:
                 record = json.loads(line)
             except json.JSONDecodeError:  # the line a killed process was writing
                 continue
-            if int(record.get("step", 0)) <= step:
+            if int(record.get("step", 0)) <= step and record.get("kind") != "test":
                 kept.append(line if line.endswith("\n") else line + "\n")
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as file:
@@ -79,13 +83,13 @@ def _plain(value):
 
 
 class Progress:
-    """One status line: epoch, step, loss, docs/s and ETA; redrawn on a terminal, else printed every
-    `every` steps."""
+    """One status line: epoch, step, loss, docs/s and ETA, every `every` steps: redrawn in place on
+    `stream` when it is a terminal, else logged."""
 
-    def __init__(self, total_steps: int, *, every: int = 50, stream=sys.stderr):
+    def __init__(self, total_steps: int, *, every: int = 50, stream=None):
         self.total, self.every, self.stream = total_steps, every, stream
         self.enabled = _is_writer()
-        self.tty = stream.isatty()
+        self.tty = stream is not None and stream.isatty()
         self.started = self.last = time.perf_counter()
         self.first_step = None
         self.docs = 0
@@ -110,9 +114,12 @@ class Progress:
                 f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
         if self.tty:
             self.stream.write("\r" + line.ljust(100))
-        else:
+            self.stream.flush()
+        elif self.stream is not None:
             self.stream.write(line + "\n")
-        self.stream.flush()
+            self.stream.flush()
+        else:
+            log.info("%s", line)
 
     def exclude(self, seconds: float) -> None:
         """Leaves time spent elsewhere (evaluation, checkpoints) out of docs/s and the ETA."""

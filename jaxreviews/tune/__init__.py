@@ -15,6 +15,6 @@ vmapped populations, shared studies, K-fold scores, and a report that says where
 
 Importing this package imports neither Optuna nor JAX; `jaxreviews.tune.sweep.run_sweep` does.
 """
-from jaxreviews.tune.space import default_search_config, load_space, parse_space
+from jaxreviews.tune.space import load_space, parse_space
 
-__all__ = ["default_search_config", "load_space", "parse_space"]
+__all__ = ["load_space", "parse_space"]

@@ -1,38 +1,38 @@
-"""Running trials: the fit loop's parts (`train.loop`, `ensemble.loop`) with a trial's hooks.
+"""Running trials: the training loop (`train.loop`) with a trial's callback (`TrialReporter`).
 
 A group of trials that differ only in continuous hyperparameters a population can hold
 (`POPULATION_KEYS`: learning rate, weight decay, head and embedding dropout) trains as ONE program:
-an ensemble whose member k*S + s is trial k's seed s (`--seeds=S`), each member with its trial's
-values (`ensemble.population`). Every trial of a study whose space has such parameters runs this
-way, a lone trial too (a population of one), so that
+a run whose member k*S + s is trial k's seed s (`search.seeds_per_trial=S`), each member with its
+trial's values (`train.population`). Every trial of a study whose space has such parameters runs
+this way, a lone trial too (a population of one), so that
 
 - every trial of the same shapes runs the same compiled program (the values are arrays in the
-  state, not constants in the program): a worker keeps its jitted steps across trials
-  (`Programs`) and a trial after the first compiles nothing;
+  state, not constants in the program): a sweep keeps its programs across trials
+  (`train.ProgramCache`) and a trial after the first compiles nothing;
 - a batched trial equals the trial run alone (members are independent; a test checks the
   parameters).
 
 Member seeds: trial k's members have seeds seed..seed+S-1, whatever k, so trials compare on the
-same initialisations and data order. The memory check (`check_memory`) compiles the train step
-ahead of time (`lower().compile()`, once per program) and refuses it when XLA's memory analysis
-says it needs more than the budget; a batch that does not fit runs its trials one by one.
-Validation reports each trial's metric to its Optuna trial at every evaluation (step 1, 2, ...;
-with folds, fold f's evaluations follow fold f-1's), and a pruned trial stops: alone by raising
-`optuna.TrialPruned`, in a batch by stopping its members (the others train on). A member whose loss
-is not finite fails its trial with the step and the likely cause; the others train on.
+same initialisations and data order. The memory check refuses a program whose compiled train step
+needs more than the budget (XLA's memory analysis, measured once per program); a batch that does
+not fit runs its trials one by one. At every evaluation the callback reports each trial's metric
+(the mean over its members) to its Optuna trial (step 1, 2, ...; with folds, fold f's evaluations
+follow fold f-1's); a pruned trial's members stop (the others train on), and a member whose loss is
+not finite fails its trial with the step and the likely cause. When every trial of a group is
+pruned or failed, the run ends without final results.
 
 Run directories: a lone trial's run is `DIR/trials/NNNN` itself; a batch trains in
 `DIR/batches/<numbers>` and then writes each trial's run directory (its config as if run alone,
 the tables, its members' best parameters as the "best" checkpoint, its results and validation
-records), so `load_run("DIR/trials/NNNN")` opens any trial. With `--folds=K`, each fold is a run
-directory `fold-F` inside those. Every trial directory also gets `trial.json` (parameters, state,
-score, reasons).
+records), so `load_run("DIR/trials/NNNN")` opens any trial. With `search.folds=K`, each fold is a
+run directory `fold-F` inside those. Every trial directory also gets `trial.json` (parameters,
+state, score, reasons).
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -44,13 +44,16 @@ import ml_collections
 import numpy as np
 import optuna
 
-from jaxreviews.ensemble import loop as ensemble_loop, members as members_lib, population
-from jaxreviews.train import checkpoints, loop
+from jaxreviews.train import checkpoints, loop, members as members_lib, population
+from jaxreviews.train.experiment import ProgramCache
+from jaxreviews.train.results import RunResults
 from jaxreviews.tune import space as space_lib
 
 # config key -> population name: the hyperparameters a batch of trials varies inside one program
 POPULATION_KEYS = {"optimizer.learning_rate": "learning_rate", "optimizer.weight_decay": "weight_decay",
                    "model.head_dropout": "head_dropout", "model.embedding_dropout": "embedding_dropout"}
+
+_log = logging.getLogger(__name__)
 
 
 class MemoryBudgetError(RuntimeError):
@@ -76,6 +79,7 @@ class Plan:
     trial: optuna.Trial
     values: dict
     overrides: dict
+    trial_id: int  # the storage's id of the trial
     retry_of: int | None = None
 
     @property
@@ -100,219 +104,51 @@ class Outcome:
         return self.state in ("pruned", "fail")
 
 
-# -- programs kept across trials ---------------------------------------------------------------------
+class TrialReporter(loop.Callback):
+    """What one run (a group of trials, one fold) tells its Optuna trials, and how they stop it."""
 
-@dataclasses.dataclass
-class ProgramEntry:
-    steps: tuple
-    init: object = None
-    select: object = None
-    memory: dict | None = None
-
-
-class Programs:
-    """The jitted steps of the last few program keys: a trial whose program (model, optimiser,
-    shapes, members) equals an earlier one's reuses its steps, and compiles and traces nothing."""
-
-    def __init__(self, size: int = 4):
-        self.size = size
-        self.entries: collections.OrderedDict[str, ProgramEntry] = collections.OrderedDict()
-
-    def get(self, key: str) -> ProgramEntry | None:
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-        return entry
-
-    def put(self, key: str, entry: ProgramEntry) -> ProgramEntry:
-        self.entries[key] = entry
-        while len(self.entries) > self.size:
-            self.entries.popitem(last=False)
-        return entry
-
-
-# Shared by every sweep of the process (the key holds all a program depends on).
-PROGRAMS = Programs(size=8)
-
-
-def program_key(config: ml_collections.ConfigDict, experiment) -> str:
-    """What a run's programs depend on: the config but the seed and the population's values (the
-    names it varies stay: they shape the optimiser state), the model's sizes and statistics, the
-    batch shapes and the number of members."""
-    tree = json.loads(config.to_json_best_effort())
-    tree.pop("seed", None)
-    varied = sorted(name for name, text in tree.pop("population", {}).items() if name != "spacing" and text)
-    return json.dumps({"config": tree, "varied": varied, "model": experiment.model_info,
-                       "steps_per_epoch": experiment.steps_per_epoch,
-                       "members": len(getattr(experiment, "seeds", []) or [])}, sort_keys=True)
-
-
-# -- the loop's parts with the trial's hooks -----------------------------------------------------------
-
-class _Tuned:
-    """What both experiment kinds add: the hooks, the cached programs, the last evaluation."""
-
-    hooks: Hooks
-    entry: ProgramEntry
-    last_evaluation: dict
-
-    def evaluate(self, params, model_state, batcher) -> dict:
-        values = super().evaluate(params, model_state, batcher)
-        self.last_evaluation = values
-        return values
-
-    def init_program(self):
-        """The experiment's init program, compiled once per program key and kept for later trials."""
-        if self.entry.init is None:
-            self.entry.init = super().init_program()
-        return self.entry.init
-
-
-@dataclasses.dataclass
-class TunedExperiment(_Tuned, loop.Experiment):
-    pass
-
-
-@dataclasses.dataclass
-class TunedEnsembleExperiment(_Tuned, ensemble_loop.EnsembleExperiment):
-    pass
-
-
-def tuned_setup(config: ml_collections.ConfigDict, workdir: str, *, hooks: Hooks):
-    members = ensemble_loop.is_ensemble(config)
-    experiment = (ensemble_loop.setup if members else loop.setup)(config, workdir)
-    kind = TunedEnsembleExperiment if members else TunedExperiment
-    experiment = kind(**{f.name: getattr(experiment, f.name) for f in dataclasses.fields(experiment)})
-    if members and hooks.member_seeds:
-        experiment.seeds = list(hooks.member_seeds)
-    experiment.hooks = hooks
-    key = program_key(config, experiment)
-    entry = hooks.programs.get(key)
-    if entry is None:
-        entry = hooks.programs.put(key, ProgramEntry(steps=(experiment.train_step, experiment.logged_step,
-                                                            experiment.eval_step)))
-    experiment.train_step, experiment.logged_step, experiment.eval_step = entry.steps
-    experiment.entry = entry
-    hooks.set_up(experiment)
-    return experiment
-
-
-def tuned_restore(experiment, ckpt: checkpoints.RunCheckpoints):
-    members = isinstance(experiment, ensemble_loop.EnsembleExperiment)
-    state, stopping, resumed = (ensemble_loop.restore_or_create if members else loop.restore_or_create)(
-        experiment, ckpt)
-    experiment.hooks.check_memory(experiment, state)
-    return state, stopping, resumed
-
-
-def _evaluation_index(fit) -> int:
-    train = fit.experiment.config.train
-    interval = train.eval_every_steps or fit.experiment.steps_per_epoch
-    return max(1, math.ceil(fit.step / max(1, interval)))
-
-
-class TunedFit(loop.Fit):
-    """One trial alone: reports every validation; pruned -> optuna.TrialPruned."""
-
-    def validate(self) -> None:
-        super().validate()
-        self.experiment.hooks.after_validation(self)
-
-
-class TunedEnsembleFit(ensemble_loop.EnsembleFit):
-    """A group of trials (and their seeds): reports each trial's mean over its members; a pruned
-    or diverged trial's members stop, the others train on."""
-
-    def __init__(self, experiment, state, stopping, ckpt, *, resumed: bool = False):
-        super().__init__(experiment, state, stopping, ckpt, resumed=resumed)
-        if experiment.entry.select is None:
-            experiment.entry.select = self._select
-        self._select = experiment.entry.select
-
-    def validate(self) -> None:
-        super().validate()
-        self.experiment.hooks.after_validation(self)
-
-    def check(self, metrics, at_step: int) -> dict:
-        values = jax.device_get(metrics)
-        self.experiment.hooks.after_losses(self, values, at_step)
-        return values
-
-
-# -- hooks: what a group's run tells its trials -----------------------------------------------------------
-
-class Hooks:
-    """The link between one run (a group of trials, one fold) and its Optuna trials."""
-
-    def __init__(self, plans: list[Plan], *, seeds: int, metric: str, programs: Programs, memory_budget: int,
-                 fold: int | None, outcomes: dict[int, Outcome], members: bool):
+    def __init__(self, plans: list[Plan], *, seeds: int, metric: str, memory_budget: int | None, fold: int | None,
+                 outcomes: dict[int, Outcome]):
         self.plans, self.seeds, self.metric = plans, seeds, metric
-        self.programs, self.memory_budget = programs, memory_budget
-        self.fold, self.outcomes, self.members = fold, outcomes, members
-        self.member_seeds = None
-        self.fold_offset = 0  # fold f reports after the evaluations of folds 0..f-1 (set up with the run)
-
-    def set_up(self, experiment) -> None:
-        """Fold f's first report follows the most evaluations a fold has (epochs x evaluations an epoch)."""
-        if self.fold:
-            train = experiment.config.train
-            per_epoch = math.ceil(experiment.steps_per_epoch / (train.eval_every_steps or experiment.steps_per_epoch))
-            self.fold_offset = self.fold * int(train.epochs) * max(1, per_epoch)
-
-    def trial_of_member(self, member: int) -> Plan:
-        return self.plans[member // self.seeds]
+        self.memory_budget, self.fold, self.outcomes = memory_budget, fold, outcomes
+        self.fold_offset = 0  # fold f reports after the evaluations of folds 0..f-1
 
     def member_range(self, k: int) -> range:
         return range(k * self.seeds, (k + 1) * self.seeds)
 
-    def check_memory(self, experiment, state) -> None:
-        entry = experiment.entry
-        if entry.memory is None:
-            batch = experiment.train_to_device(next(iter(experiment.train_batches.epoch(0))))
-            if isinstance(experiment, ensemble_loop.EnsembleExperiment):
-                keys = jax.device_put(members_lib.member_keys(experiment.seeds)[1],
-                                      members_lib.member_sharding(experiment.mesh))
-            else:
-                keys = loop.run_key(experiment.config)
-            compiled = experiment.train_step.lower(state, batch, keys).compile()
-            entry.memory = members_lib.memory_bytes(compiled)
-        peak = entry.memory.get("peak_bytes")
+    def on_start(self, trainer) -> None:
+        experiment = trainer.experiment
+        if self.fold:  # fold f's first report follows the most evaluations a fold has
+            train = experiment.config.train
+            per_epoch = math.ceil(experiment.steps_per_epoch / (train.eval_every_steps or experiment.steps_per_epoch))
+            self.fold_offset = self.fold * int(train.epochs) * max(1, per_epoch)
+        peak = (trainer.costs or {}).get("peak_bytes")
         if peak is not None and self.memory_budget and peak > self.memory_budget:
-            memory = entry.memory
+            costs = trainer.costs
             raise MemoryBudgetError(
-                f"memory: the train step needs {format_bytes(peak)} (arguments {format_bytes(memory['argument_bytes'])}, "
-                f"temporaries {format_bytes(memory['temporary_bytes'])}, outputs {format_bytes(memory['output_bytes'])}; "
-                f"XLA's memory analysis), over the budget of {format_bytes(self.memory_budget)} (--memory_budget); "
-                "not run")
+                f"memory: the train step needs {format_bytes(peak)} (arguments {format_bytes(costs['argument_bytes'])}, "
+                f"temporaries {format_bytes(costs['temporary_bytes'])}; XLA's memory analysis), over the budget of "
+                f"{format_bytes(self.memory_budget)} (search.memory_budget); not run")
 
-    def after_validation(self, fit) -> None:
-        values = fit.experiment.last_evaluation
-        step = self.fold_offset + _evaluation_index(fit)
-        last = fit.step >= fit.experiment.total_steps  # the run ends here anyway: its score counts
-        if not self.members:
-            plan = self.plans[0]
-            value = float(values[self.metric])
-            plan.trial.report(value, step)
-            if not last and plan.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at evaluation {step} (training step {fit.step}): validation "
-                                         f"{self.metric} {value:.4f}")
-            return
+    def on_evaluation(self, trainer, values: dict, step: int) -> None:
+        experiment = trainer.experiment
+        interval = experiment.config.train.eval_every_steps or experiment.steps_per_epoch
+        evaluation = self.fold_offset + max(1, math.ceil(step / max(1, interval)))
+        last = step >= experiment.total_steps  # the run ends here anyway: its score counts
         for k, plan in enumerate(self.plans):
             outcome = self.outcomes[plan.number]
-            if outcome.finished:
-                continue
+            if outcome.finished or all(trainer.stopping.members[m].stopped_early for m in self.member_range(k)):
+                continue  # pruned or failed, or early-stopped: its best is kept, nothing more to report
             value = float(np.mean([values["members"][m][self.metric] for m in self.member_range(k)]))
-            if all(fit.stopping.members[m].stopped_early for m in self.member_range(k)):
-                continue  # early-stopped: its best is kept, nothing more to report
-            plan.trial.report(value, step)
+            plan.trial.report(value, evaluation)
             if not last and plan.trial.should_prune():
                 outcome.state = "pruned"
-                outcome.reason = (f"pruned at evaluation {step} (training step {fit.step}): validation "
+                outcome.reason = (f"pruned at evaluation {evaluation} (training step {step}): validation "
                                   f"{self.metric} {value:.4f}")
-                self._stop_members(fit, k)
-        self._all_stopped()
+                self._stop_members(trainer, k)
+        self._all_finished()
 
-    def after_losses(self, fit, values: dict, at_step: int) -> None:
+    def on_train_metrics(self, trainer, values: dict, step: int) -> None:
         losses = np.ravel(np.asarray(values["loss"], np.float64))
         for m in np.flatnonzero(~np.isfinite(losses)):
             k = int(m) // self.seeds
@@ -321,21 +157,21 @@ class Hooks:
                 continue
             grad_norm = (f"{float(np.ravel(values['grad_norm'])[m]):.3g}" if "grad_norm" in values
                          else "not computed at this step")
-            hyper = fit.experiment.hyperparameters
+            hyper = trainer.experiment.hyperparameters
             lr = float(hyper["learning_rate"][m]) if "learning_rate" in hyper else \
-                float(fit.experiment.config.optimizer.learning_rate)
+                float(trainer.experiment.config.optimizer.learning_rate)
             outcome.state = "fail"
-            outcome.reason = (f"diverged: step {at_step}: the loss is {losses[m]} (grad norm {grad_norm}). Likely "
+            outcome.reason = (f"diverged: step {step}: the loss is {losses[m]} (grad norm {grad_norm}). Likely "
                               f"cause: a learning rate too high ({lr:.3g}) or no gradient clipping "
                               "(optimizer.clip_norm)")
-            self._stop_members(fit, k)
-        self._all_stopped()
+            self._stop_members(trainer, k)
+        self._all_finished()
 
-    def _stop_members(self, fit, k: int) -> None:
+    def _stop_members(self, trainer, k: int) -> None:
         for m in self.member_range(k):
-            fit.stopping.members[m].stopped_early = True
+            trainer.stopping.stop(m)
 
-    def _all_stopped(self) -> None:
+    def _all_finished(self) -> None:
         if all(self.outcomes[p.number].finished for p in self.plans):
             raise GroupStopped()
 
@@ -385,13 +221,13 @@ class Runner:
 
     def __init__(self, study: optuna.Study, base: ml_collections.ConfigDict, space: space_lib.Space, *,
                  workdir: str, metric: str, seeds: int = 1, folds: int = 0, memory_budget: int | None = None,
-                 heartbeat=None, log=print):
+                 heartbeat=None, programs: ProgramCache | None = None, stop=None, log=None):
         self.study, self.base, self.space = study, base, space
         self.workdir = os.path.abspath(workdir)
         self.metric, self.seeds, self.folds = metric, max(1, seeds), folds
         self.memory_budget = memory_budget
-        self.heartbeat, self.log = heartbeat, log
-        self.programs = PROGRAMS
+        self.heartbeat, self.stop, self.log = heartbeat, stop, log or _log.info
+        self.programs = programs if programs is not None else ProgramCache()
         self.population = [p for p in space if batchable(p)]  # parameters a program's state holds
         self.population_keys = {key for p in self.population for key in p.keys}
 
@@ -420,15 +256,15 @@ class Runner:
         config = space_lib.apply(self.base, shared)
         if fold is not None:
             config.data.folds, config.data.fold = self.folds, fold
+        config.num_seeds = len(plans) * self.seeds
+        if len(plans) > 1:  # trial k's seeds are the lone trial's: seed..seed+S-1
+            config.member_seeds = tuple(int(config.seed) + s for _ in plans for s in range(self.seeds))
         if self.population:
-            config.num_seeds = len(plans) * self.seeds
             for key, name in POPULATION_KEYS.items():
                 if key in self.population_keys:
                     base_value = space_lib.get_key(self.base, key)
-                    values = [float(plan.overrides.get(key, base_value)) for plan in plans for _ in range(self.seeds)]
-                    config.population[name] = json.dumps(values)
-        elif self.seeds > 1:
-            config.num_seeds = self.seeds
+                    config.population[name] = tuple(float(plan.overrides.get(key, base_value)) for plan in plans
+                                                    for _ in range(self.seeds))
         return config
 
     # one program over one fold
@@ -441,19 +277,12 @@ class Runner:
         if fold is not None:
             run_dir = os.path.join(run_dir, f"fold-{fold}")
         config = self.trial_config(plans, fold)
-        members = ensemble_loop.is_ensemble(config)
-        if members:
-            population.resolve(config)
-        hooks = Hooks(plans, seeds=self.seeds, metric=self.metric, programs=self.programs,
-                      memory_budget=self.memory_budget, fold=fold, outcomes=outcomes, members=members)
-        if members:
-            hooks.member_seeds = [int(config.seed) + s for _ in plans for s in range(self.seeds)]
+        reporter = TrialReporter(plans, seeds=self.seeds, metric=self.metric, memory_budget=self.memory_budget,
+                                 fold=fold, outcomes=outcomes)
         began = time.perf_counter()
         try:
-            results = loop.train_and_evaluate(
-                config, run_dir, setup_fn=lambda c, w: tuned_setup(c, w, hooks=hooks), restore_fn=tuned_restore,
-                fit_class=TunedEnsembleFit if members else TunedFit,
-                results_fn=ensemble_loop.final_results if members else loop.final_results)
+            results = loop.train_and_evaluate(config, run_dir, callbacks=[reporter], programs=self.programs,
+                                              stop=self.stop)
         except MemoryBudgetError as error:
             if len(plans) > 1:
                 self.log(f"batch {run_dir} does not fit ({error}); its trials run one by one")
@@ -465,9 +294,6 @@ class Runner:
         except loop.NonFiniteLossError as error:
             self._finish(plans, outcomes, "fail", f"diverged: {error}")
             return
-        except optuna.TrialPruned as pruned:
-            self._finish(plans, outcomes, "pruned", str(pruned))
-            return
         except GroupStopped:
             return
         except (KeyboardInterrupt, Interrupted):
@@ -478,8 +304,8 @@ class Runner:
                 f.write(traceback.format_exc())
             self._finish(plans, outcomes, "fail", f"{type(error).__name__}: {error}")
             return
-        if results.get("preempted"):
-            raise Interrupted(f"SIGTERM at step {results.get('step')}")
+        if results is None:
+            raise Interrupted("stopped (SIGTERM): the running trials' steps are saved")
         seconds = time.perf_counter() - began
         for k, plan in enumerate(plans):
             outcome = outcomes[plan.number]
@@ -487,13 +313,11 @@ class Runner:
             outcome.batch = "" if len(plans) == 1 else os.path.relpath(run_dir, self.workdir)
             if outcome.finished:
                 continue
-            if members:
-                seed_scores = [results["members_validation"][m][self.metric] for m in hooks.member_range(k)]
-                test = {key: float(np.mean([results["members"][m][key] for m in hooks.member_range(k)]))
-                        for key in results["members"][0] if key != "reviews"}
-                best_steps = [results["member_best_steps"][m] for m in hooks.member_range(k)]
-            else:
-                seed_scores, test, best_steps = [results["validation"][self.metric]], results["test"], [results["best_step"]]
+            mine = reporter.member_range(k)
+            seed_scores = [results.members_validation[m][self.metric] for m in mine]
+            test = {key: float(np.mean([results.members[m][key] for m in mine]))
+                    for key in results.members[0] if key != "reviews"}
+            best_steps = [results.member_best_steps[m] for m in mine]
             outcome.seed_scores.append([float(v) for v in seed_scores])
             outcome.scores.append(float(np.mean(seed_scores)))
             outcome.test.append(test)
@@ -504,7 +328,7 @@ class Runner:
                 target = self.trial_dir(plan.number)
                 if fold is not None:
                     target = os.path.join(target, f"fold-{fold}")
-                write_member_run(run_dir, target, results, members=list(hooks.member_range(k)),
+                write_member_run(run_dir, target, results, members=list(reporter.member_range(k)),
                                  config=self.trial_config([plan], fold), metric=config.train.early_stopping_metric)
                 outcome.run_dirs.append(os.path.relpath(target, self.workdir))
 
@@ -536,7 +360,7 @@ class Runner:
             describe = ", ".join(f"{p.number}" for p in group)
             self.log(f"trials {describe}: " + "; ".join(_describe(p.values) for p in group)
                      if len(group) > 1 else f"trial {group[0].number}: {_describe(group[0].values)}")
-            ids = [plan.trial._trial_id for plan in group]
+            ids = [plan.trial_id for plan in group]
             with (self.heartbeat.running(ids) if self.heartbeat else _nothing()):
                 for fold in (range(self.folds) if self.folds else [None]):
                     active = [plan for plan in group if not outcomes[plan.number].finished]
@@ -632,7 +456,7 @@ def _describe(values: dict) -> str:
 
 # -- a batch member's own run directory ---------------------------------------------------------------------
 
-def write_member_run(batch_dir: str, target: str, results: dict, *, members: list[int],
+def write_member_run(batch_dir: str, target: str, results: RunResults, *, members: list[int],
                      config: ml_collections.ConfigDict, metric: str) -> None:
     """`target` as the run directory of the trial whose members are `members` of the batch in
     `batch_dir`: config (as if run alone), tables, the members' best parameters, results and
@@ -641,16 +465,15 @@ def write_member_run(batch_dir: str, target: str, results: dict, *, members: lis
     for name in ("vocab.txt", "users.txt", "products.txt", "model.json", "training_pairs.npz"):
         if os.path.exists(os.path.join(batch_dir, name)):
             shutil.copyfile(os.path.join(batch_dir, name), os.path.join(target, name))
-    if ensemble_loop.is_ensemble(config):
-        population.resolve(config)
+    population.resolve(config)
     with open(os.path.join(target, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     source = checkpoints.RunCheckpoints(batch_dir)
     try:
-        state, meta = source.restore_best(None, int(results["best_step"]))  # the tree of every member's best
+        state, _ = source.restore_best(None, int(results.best_step))  # the tree of every member's best
     finally:
         source.close()
-    best_step = max(int(results["member_best_steps"][m]) for m in members)  # this trial's own best
+    best_step = max(int(results.member_best_steps[m]) for m in members)  # this trial's own best
     index = np.asarray(members)
     tree = {"params": jax.tree.map(lambda x: np.asarray(x)[index], state["params"]),
             "model_state": jax.tree.map(lambda x: np.asarray(x)[index], state.get("model_state") or {})}
@@ -659,27 +482,21 @@ def write_member_run(batch_dir: str, target: str, results: dict, *, members: lis
         ckpt.save_best(best_step, tree, {"step": best_step, "members": len(members), "batch": batch_dir})
     finally:
         ckpt.close()
-    mine = [results["members"][m] for m in members]
-    mine_validation = [results["members_validation"][m] for m in members]
+    mine = [results.members[m] for m in members]
+    mine_validation = [results.members_validation[m] for m in members]
     mean, std = members_lib.mean_and_std(mine)
-    own = {
-        "test": mean, "validation": members_lib.mean_and_std(mine_validation)[0], "ensemble": mean,
-        "test_of": "the mean of the trial's members (trained in a batch of trials)" if len(members) > 1 else
-        "the trial's member (trained in a batch of trials)",
-        "members": mine, "members_validation": mine_validation, "members_mean": mean, "members_std": std,
-        "member_best_steps": [results["member_best_steps"][m] for m in members],
-        "member_seeds": [results["member_seeds"][m] for m in members],
-        "member_hyperparameters": [results["member_hyperparameters"][m] for m in members]
-        if results.get("member_hyperparameters") else [],
-        "num_seeds": len(members), "baselines": results["baselines"], "model": results["model"],
-        "best_step": best_step, "steps": results["steps"], "parameters": results["parameters"],
-        "param_checksum": loop.param_checksum(tree["params"]), "batch": os.path.relpath(batch_dir, target),
-        "batch_members": members, "data": results.get("data"), "compile": results.get("compile"),
-        "train_seconds": results.get("train_seconds"), "eval_seconds": results.get("eval_seconds"),
-        "docs_per_s": results.get("docs_per_s"), "compilations": results.get("compilations"),
-    }
-    with open(os.path.join(target, "results.json"), "w") as f:
-        json.dump(own, f, indent=2, sort_keys=True)
+    own = dataclasses.replace(
+        results, test=mean, validation=members_lib.mean_and_std(mine_validation)[0], members=mine,
+        members_validation=mine_validation, members_mean=mean, members_std=std,
+        member_seeds=[results.member_seeds[m] for m in members],
+        member_best_steps=[results.member_best_steps[m] for m in members],
+        member_hyperparameters=[results.member_hyperparameters[m] for m in members]
+        if results.member_hyperparameters else [],
+        best_step=best_step, param_checksum=loop.param_checksum(tree["params"]), accounting=None,
+        trained_in={"batch": os.path.relpath(batch_dir, target), "members": members,
+                    "test_of": "the mean of the trial's members (trained in a batch of trials)" if len(members) > 1
+                    else "the trial's member (trained in a batch of trials)"})
+    own.save(os.path.join(target, "results.json"))
     records = []
     path = os.path.join(batch_dir, "metrics.jsonl")
     if os.path.exists(path):

@@ -43,19 +43,6 @@ KINDS = ("log", "float", "int", "pow2", "choice")
 LOG2_SUFFIX = ":log2"
 
 
-def default_search_config() -> ml_collections.ConfigDict:
-    """`config.search`: what `experiments.sweep` searches and how (the rest is its flags)."""
-    c = ml_collections.ConfigDict()
-    c.space = ""  # a JSON space file or the JSON text; "" = the model's default space (tune/space.py)
-    c.metric = ""  # the validation metric a trial is scored by; "" = train.early_stopping_metric
-    c.pruner = "median"  # median | halving (successive halving) | hyperband | none
-    c.startup_trials = 4  # trials before TPE / GP model the history and before the pruner prunes
-    c.warmup_evaluations = 1  # evaluations of a trial before it may be pruned
-    c.grid_points = 3  # points of a float range in a grid
-    c.seed = 0  # the samplers' seed (each trial's draw is seeded by it and the trial's number)
-    return c
-
-
 @dataclasses.dataclass(frozen=True)
 class Parameter:
     name: str

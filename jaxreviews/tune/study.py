@@ -69,8 +69,10 @@ def driver_url(url: str) -> str:
     raise ImportError("--storage=postgresql://... needs a PostgreSQL driver: pip install 'psycopg[binary]'")
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage of `url`, with heartbeats (stale trials are found by them)."""
+def open_storage(url: str, on_stale=None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage of `url`, with heartbeats: a trial whose worker stopped beating is
+    failed by `optuna.storages.fail_stale_trials` (`recover_interrupted`), which then calls
+    `on_stale(study, trial)` (a `StaleTrials`)."""
     url = driver_url(url)
     engine = {}
     if url.startswith("sqlite"):
@@ -79,14 +81,13 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         engine = {"pool_pre_ping": True}
     with quiet():
         return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
-                                          grace_period=GRACE_SECONDS)
+                                          grace_period=GRACE_SECONDS, heartbeat_stale_trial_callback=on_stale)
 
 
-def open_study(url: str, name: str, *, direction: str, attrs: dict, pruner=None,
-               sampler=None) -> optuna.Study:
-    """The study `name` in `url`, created with `attrs` when new; an existing study must have the
-    same `attrs` (ValueError naming what differs)."""
-    storage = open_storage(url)
+def open_study(storage: optuna.storages.RDBStorage, name: str, *, direction: str, attrs: dict, pruner=None,
+               sampler=None, url: str = "") -> optuna.Study:
+    """The study `name` in `storage` (at `url`), created with `attrs` when new; an existing study
+    must have the same `attrs` (ValueError naming what differs)."""
     study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True,
                                 pruner=pruner, sampler=sampler)
     saved = study.user_attrs
@@ -183,9 +184,8 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
+def fail_trial(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> bool:
     """FAIL a RUNNING trial with `reason`; False when it was finished meanwhile (another worker won)."""
-    storage = study._storage
     with contextlib.suppress(Exception):
         storage.set_trial_user_attr(trial_id, "fail_reason", reason)
     try:
@@ -202,23 +202,42 @@ def enqueue_retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: 
                         skip_if_exists=False)
 
 
-def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Fails the RUNNING trials whose worker is gone (this host's ended processes, or any host's
-    heartbeat older than GRACE_SECONDS) and enqueues each again; the numbers of those this
-    worker won."""
-    storage = study._storage
-    stale = set(storage._get_stale_trial_ids(study._study_id)) if hasattr(storage, "_get_stale_trial_ids") else set()
-    recovered = []
+class StaleTrials:
+    """Optuna's stale-trial callback of a storage: a trial failed for its missing heartbeat is
+    enqueued to run again; `recovered` and `reasons` say which (for `recover_interrupted`)."""
+
+    def __init__(self):
+        self.recovered: list[int] = []
+        self.reasons: dict[int, str] = {}
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        worker = trial.user_attrs.get("worker")
+        reason = (f"interrupted: no heartbeat for {GRACE_SECONDS}s from its worker {worker_name(worker)}; run again "
+                  "as a new trial")
+        enqueue_retry(study, trial, reason)
+        self.recovered.append(trial.number)
+        self.reasons[trial.number] = reason
+
+
+def recover_interrupted(study: optuna.Study, storage: optuna.storages.RDBStorage, study_id: int,
+                        stale: StaleTrials) -> list[int]:
+    """Fails the RUNNING trials whose worker is gone (any host's heartbeat older than
+    GRACE_SECONDS, through Optuna's `fail_stale_trials`; this host's ended processes at once) and
+    enqueues each again; the numbers of those this worker won."""
+    stale.recovered.clear()
+    with quiet():
+        optuna.storages.fail_stale_trials(study)
+    recovered = list(stale.recovered)
+    for number in recovered:  # the reason on the failed trial itself, for the report
+        with contextlib.suppress(Exception):
+            storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, number),
+                                        "fail_reason", stale.reasons.pop(number))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker")
-        if trial._trial_id in stale:
-            why = f"no heartbeat for {GRACE_SECONDS}s from its worker {worker_name(worker)}"
-        elif worker_gone(worker):
-            why = f"its worker {worker_name(worker)} ended"
-        else:
+        if not worker_gone(worker):
             continue
-        reason = f"interrupted: {why}; run again as a new trial"
-        if fail_trial(study, trial._trial_id, reason):
+        reason = f"interrupted: its worker {worker_name(worker)} ended; run again as a new trial"
+        if fail_trial(storage, storage.get_trial_id_from_study_id_trial_number(study_id, trial.number), reason):
             enqueue_retry(study, trial, reason)
             recovered.append(trial.number)
     return recovered
