@@ -71,9 +71,9 @@ def test_callbacks_see_every_evaluation_and_can_stop_members(tmp_path):
         def on_start(self, trainer):
             self.started = trainer.costs is not None and trainer.step == 0
 
-        def on_train_metrics(self, trainer, values, step):
-            self.metrics += 1
-            assert values["loss"].shape == (2,)
+        def on_train_metrics(self, trainer, values, step):  # every log_every_steps: the window's sums
+            self.metrics += trainer.window_steps
+            assert values["loss"].shape == (2,) and step == trainer.step
 
         def on_evaluation(self, trainer, values, step):
             self.evaluations.append((step, len(values["members"])))

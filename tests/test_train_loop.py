@@ -112,24 +112,25 @@ def test_stopping_and_resuming_many_times_always_ends_with_the_same_parameters(u
 
 
 def test_a_stop_request_saves_the_step_and_the_same_call_resumes(uninterrupted, tmp_path):
-    """What SIGTERM does in the command, through the library: `stop` set, the run saves and returns None."""
+    """What SIGTERM does in the command, through the library: `stop` set after step 25 (between
+    two records), the run saves step 25 with the open metrics window and returns None; the same
+    call resumes to the uninterrupted run's parameters and records."""
     workdir, r = uninterrupted
 
-    class StopAfter(loop.Callback):
-        def __init__(self, stop):
-            self.stop = stop
+    class StopAfter:  # the loop asks `is_set()` once after each step
+        def __init__(self, steps):
+            self.steps, self.asked = steps, 0
 
-        def on_train_metrics(self, trainer, values, step):
-            if step == 25:
-                self.stop.set()
+        def is_set(self):
+            self.asked += 1
+            return self.asked >= self.steps
 
-    import threading
-    stop = threading.Event()
-    assert run_here(tmp_path, tiny(), stop=stop, callbacks=[StopAfter(stop)]) is None
+    assert run_here(tmp_path, tiny(), stop=StopAfter(25)) is None
     assert not os.path.exists(tmp_path / "results.json")
-    assert sorted(int(n) for n in os.listdir(tmp_path / "checkpoints" / "latest") if n.isdigit())[-1] == 26
+    assert sorted(int(n) for n in os.listdir(tmp_path / "checkpoints" / "latest") if n.isdigit())[-1] == 25
     resumed = run_here(tmp_path, tiny())
     assert resumed.param_checksum == r.param_checksum
+    assert train_losses(tmp_path) == train_losses(workdir)
     assert resumed.train_seconds > 0 and resumed.eval_seconds > 0  # the sessions' times add up
 
 
@@ -157,7 +158,7 @@ def test_another_config_is_refused_naming_the_keys_and_more_epochs_continue(tmp_
 
 def test_the_logged_learning_rate_is_the_optimiser_steps_under_accumulation(tmp_path):
     """With 2 micro-steps an update, the schedule moves every second step, and so does the log."""
-    run_here(tmp_path, tiny("cnn", **{"train.epochs": 1, "optimizer.accumulation_steps": 2,
+    run_here(tmp_path, tiny("cnn", **{"train.epochs": 1, "optimizer.accumulation_steps": 2, "train.log_every_steps": 1,
                                       "optimizer.schedule.name": "exponential",
                                       "optimizer.schedule.decay_epochs": 0.1}))
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -168,7 +169,7 @@ def test_the_logged_learning_rate_is_the_optimiser_steps_under_accumulation(tmp_
 
 def test_non_finite_loss_stops_with_a_message_and_keeps_checkpoints(tmp_path):
     config = tiny("cnn", **{"optimizer.learning_rate": 1e12, "optimizer.name": "sgd", "optimizer.momentum": 0.0})
-    with pytest.raises(loop.NonFiniteLossError, match=r"step \d+: the loss is nan .*learning rate too high"):
+    with pytest.raises(loop.NonFiniteLossError, match=r"steps \d+-\d+: the loss is nan .*learning rate too high"):
         run_here(tmp_path, config)
     assert not os.path.exists(tmp_path / "results.json")
 

@@ -28,6 +28,8 @@ def evaluate(eval_step: Callable, params, model_state, batches: Iterable[dict], 
     with batching.prefetching(batches, prefetch, to_device) as on_device:
         for batch in on_device:
             out = eval_step(params, model_state, batch)
+            if sums is not None:
+                jax.block_until_ready(sums)  # one batch in flight at most (see loop.Trainer.train_step)
             sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     if sums is None:
         raise ValueError("evaluate: no batches")

@@ -68,7 +68,9 @@ class Callback:
         """After the state is ready and the train step compiled (`trainer.costs`), before step 1."""
 
     def on_train_metrics(self, trainer: Trainer, values: dict, step: int) -> None:
-        """A step's metrics on the host (members on the leading axis), before they are checked."""
+        """The metrics of the steps up to `step` since the last record (every `log_every_steps`;
+        summed over those `trainer.window_steps` steps, members on the leading axis), on the host,
+        before they are checked."""
 
     def on_evaluation(self, trainer: Trainer, values: dict, step: int) -> None:
         """After a validation: {"members": [metrics], "ensemble": metrics}."""
@@ -135,7 +137,12 @@ class Trainer:
         self.log_every = Every(train.log_every_steps)
         self.validate_every = Every(train.eval_every_steps)
         self.checkpoint_every = Every(train.checkpoint_every_steps)
-        self.pending = None  # the metrics of the step before: read one step late so dispatch never waits
+        # The metrics of the steps since the last record, summed on the device (no host sync a
+        # step) and read every log_every_steps; a checkpoint keeps them, so a resumed run's records
+        # are an uninterrupted run's.
+        saved = (meta or {}).get("window")
+        self.window = None if saved is None else {k: np.asarray(v, np.float32) for k, v in saved.items()}
+        self.window_steps = int((meta or {}).get("window_steps", 0))
         self.preempted = False
         self.costs: dict | None = None
         self._started = None  # when this session's training began (run)
@@ -169,8 +176,10 @@ class Trainer:
 
     def meta(self) -> dict:
         totals = {**dataclasses.asdict(self.totals), "train_seconds": self.training_seconds()}
+        window = None if self.window is None else jax.tree.map(lambda x: np.asarray(x).tolist(),
+                                                                 jax.device_get(self.window))
         return {"bookkeeping": self.stopping.state_dict(), "step": self.step, "members": self.num_members,
-                "totals": totals}
+                "totals": totals, "window": window, "window_steps": self.window_steps}
 
     def _saved(self, save, *args) -> None:
         """A checkpoint save, its time left out of training and kept as checkpoint time (what it
@@ -238,82 +247,83 @@ class Trainer:
         self.progress.exclude(seconds)
         self._excluded += seconds
 
-    def log_metrics(self, values: dict, step: int, epoch: int) -> None:
-        """The train record of the step before `step` (its metrics arrive one step late): the
-        members' mean, each member's loss when there are several."""
-        micro_step = step - 1
-        loss = np.asarray(values["loss"], np.float64)
-        record = {"loss": float(loss.mean()), "lr": optimizers.learning_rate_at(
-            self.experiment.schedule, micro_step, self.experiment.config.optimizer.accumulation_steps)}
+    def record(self) -> None:
+        """The train record of the steps since the last one: the window's metrics read from the
+        device, shown to the callbacks and checked, then their means written (the members' mean
+        loss, and each member's when there are several)."""
+        if self.window is None:
+            return
+        values, steps = self.check(self.window), self.window_steps
+        self.window, self.window_steps = None, 0
+        step = self.step
+        loss = np.asarray(values["loss"], np.float64) / steps  # [K]: each member's mean loss
+        record = {"loss": float(loss.mean()), "steps": steps, "lr": optimizers.learning_rate_at(
+            self.experiment.schedule, step - 1, self.experiment.config.optimizer.accumulation_steps)}
         if loss.size > 1:
-            record["member_loss"] = [round(float(x), 6) for x in loss]
-        record.update({name: float(np.mean(values[name])) for name in step_lib.NORMS if name in values})
+            record["member_loss"] = [round(float(x), 6) for x in np.ravel(loss)]
+        record.update({name: float(np.mean(values[name])) / steps for name in step_lib.NORMS if name in values})
         weight = np.maximum(np.asarray(values["weight"], np.float64), 1e-9)
         if "correct" in values:
             record["accuracy"] = float(np.mean(np.asarray(values["correct"], np.float64) / weight))
-        self.writer.write("train", step, record, scalars=self.log_every.due(step))
+        self.writer.write("train", step, record)
         reviews = int(np.ravel(values["weight"])[0])  # every member sees as many reviews
         self.totals.trained_reviews += reviews
-        self.totals.trained_steps += 1
+        self.totals.trained_steps += steps
+        epoch = (step - 1) // self.experiment.steps_per_epoch
         self.progress.update(step, reviews, f"epoch {epoch + 1} loss {record['loss']:.4f}")
 
-    def check(self, metrics, at_step: int) -> dict:
-        """A step's metrics on the host, shown to the callbacks; a non-finite loss of a member no
-        callback stopped ends the run with what to do."""
+    def check(self, metrics) -> dict:
+        """A window's summed metrics on the host, shown to the callbacks; a non-finite loss of a
+        member no callback stopped ends the run with what to do."""
         values = jax.device_get(metrics)
+        first, last = self.step - self.window_steps + 1, self.step
         for callback in self.callbacks:
-            callback.on_train_metrics(self, values, at_step)
+            callback.on_train_metrics(self, values, last)
         losses = np.ravel(np.asarray(values["loss"], np.float64))
         bad = [m for m in np.flatnonzero(~np.isfinite(losses)) if not self.stopping.members[m].stopped_early]
         if bad:
             m = int(bad[0])
             member = f" of member {m}" if self.num_members > 1 else ""
-            grad_norm = (f"{float(np.ravel(values['grad_norm'])[m]):.3g}" if "grad_norm" in values
-                         else "not computed at this step")
-            lr = optimizers.learning_rate_at(self.experiment.schedule, at_step,
+            steps = f"step {last}" if first == last else f"steps {first}-{last}"
+            grad_norm = float(np.ravel(values["grad_norm"])[m]) if "grad_norm" in values else float("nan")
+            lr = optimizers.learning_rate_at(self.experiment.schedule, last - 1,
                                              self.experiment.config.optimizer.accumulation_steps)
             if "learning_rate" in self.experiment.hyperparameters:
                 lr *= float(self.experiment.hyperparameters["learning_rate"][m]) / \
                     self.experiment.config.optimizer.learning_rate
             raise NonFiniteLossError(
-                f"step {at_step}: the loss{member} is {losses[m]} (grad norm {grad_norm}). Likely cause: a learning "
+                f"{steps}: the loss{member} is {losses[m]} (grad norm {grad_norm:.3g}). Likely cause: a learning "
                 f"rate too high ({lr:.3g}) or no gradient clipping (optimizer.clip_norm). The last good checkpoint "
                 f"(step {self.last_saved}) in {self.experiment.workdir} is intact.")
         return values
 
     # -- the steps ----------------------------------------------------------------------------------
-    def train_step(self, batch, epoch: int) -> None:
+    def train_step(self, batch) -> None:
         programs = self.experiment.programs
-        logged = self.step == 0 or self.log_every.due(self.step + 1)
-        step_fn = programs.logged_train if logged else programs.train
-        self.state, metrics = step_fn(self.state, batch, self.key)
+        self.state, metrics = programs.train(self.state, batch, self.key)
         self._outside_training(0.0, None)  # the first step of a shape compiles it
-        if self.pending is not None:
-            self.log_metrics(self.check(self.pending, self.step), self.step, epoch)
-        self.pending = metrics
+        if self.window is not None:
+            # At most one step ahead of the device: the step before must have finished. Unbounded
+            # dispatch gains nothing, and on CPU devices that share a thread pool it lets the
+            # collectives of many programs in flight wedge each other (8 fake devices: an
+            # all-gather waited forever for 2 of its 8 participants).
+            jax.block_until_ready(self.window)
+        self.window = metrics if self.window is None else programs.accumulate(self.window, metrics)
+        self.window_steps += 1
         self.step += 1
-
-    def flush(self) -> None:
-        """Logs the pending record now: a checkpoint of step N must follow step N's record, or a
-        run killed in between would resume at N + 1 with step N's record lost."""
-        if self.pending is not None:
-            self.log_metrics(self.check(self.pending, self.step), self.step,
-                             (self.step - 1) // self.experiment.steps_per_epoch)
-            self.pending = None
+        if self.log_every.due(self.step):
+            self.record()
 
     def after_step(self) -> bool:
         """The periodic actions after a step; True when the epoch's loop should stop."""
         experiment = self.experiment
         if self.step in experiment.snapshot_steps:
-            self.flush()
             self.ckpt.save_snapshot(self.step, self.state, {"step": self.step})
         if self.validate_every.due(self.step) or self.step % experiment.steps_per_epoch == 0:
-            self.flush()
             self.validate()
             if self.stopping.stopped_early:
                 return True
         elif self.checkpoint_every.due(self.step):
-            self.flush()
             self.checkpoint()
         return self.step >= experiment.total_steps
 
@@ -323,7 +333,7 @@ class Trainer:
         with batching.prefetching(batches, experiment.config.train.prefetch,
                                                  experiment.train_to_device) as on_device:
             for batch in on_device:
-                self.train_step(batch, epoch)
+                self.train_step(batch)
                 if self.after_step():
                     return
                 if self.preemption.agreed(self.step):
@@ -338,7 +348,8 @@ class Trainer:
         self._started, self._excluded = time.perf_counter(), 0.0
         while self.step < experiment.total_steps and not self.stopping.stopped_early and not self.preempted:
             self.run_epoch(*divmod(self.step, experiment.steps_per_epoch))
-        self.flush()  # the last step's record, so that every step is logged once
+        if not self.preempted:
+            self.record()  # the last steps' record (a stopped run keeps its window in the checkpoint)
         if not self.preempted and self.step % experiment.steps_per_epoch and not self.stopping.stopped_early:
             self.validate()  # ended mid-epoch (eval-every-N runs)
         # Training time without evaluation, compilation and checkpoints: what docs/s is measured over.
@@ -399,7 +410,7 @@ def final_results(experiment: experiment_lib.Experiment, trainer: Trainer,
         steps=trainer.step, stopped_early=stopping.stopped_early,
         parameters=int(models.count_parameters(trainer.state.params)["total"]) // num_members,
         compilations={name: clock.compilations(name) if clock is not None else -1
-                      for name in ("train_step", "logged_train_step", "eval_step")},
+                      for name in ("train_step", "eval_step")},
         buckets=[list(b) for b in experiment.train_batches.buckets], padding_efficiency=padding["efficiency"],
         layout=padding.get("layout", "padded"), train_seconds=round(totals.train_seconds, 2),
         eval_seconds=round(totals.eval_seconds, 2), checkpoint_seconds=round(totals.checkpoint_seconds, 2),

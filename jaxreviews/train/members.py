@@ -175,13 +175,12 @@ def init_program(model, tx, mesh: Mesh, state_sharding, num_members: int) -> Cal
 
 
 def make_train_step(model, tx, config: ml_collections.ConfigDict, *, state_sharding, own_batches: bool,
-                    execution: str, norms: bool) -> Callable:
-    """step(states [K], batch, keys [K]) -> (states, metrics [K]), jitted with the states donated
-    and kept where `state_sharding` puts them. `own_batches`: the batch has a member axis."""
-    single = step_lib.make_train_step(model, tx, config.model.head, norms=norms, l1=config.optimizer.l1,
-                                      l2=config.optimizer.l2)
-    step = named(over_members(single, execution, (0, 0 if own_batches else None, 0)),
-                 "logged_train_step" if norms else "train_step")
+                    execution: str) -> Callable:
+    """step(states [K], batch, keys [K]) -> (states, metrics [K], with the global norms), jitted
+    with the states donated and kept where `state_sharding` puts them. `own_batches`: the batch has
+    a member axis."""
+    single = step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1, l2=config.optimizer.l2)
+    step = named(over_members(single, execution, (0, 0 if own_batches else None, 0)), "train_step")
     mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, NamedSharding))[0].mesh
     return jax.jit(step, donate_argnums=0, out_shardings=(state_sharding, member_sharding(mesh)))
 
