@@ -13,6 +13,7 @@ checkpoint. Programming errors (anything else) keep their traceback: they are bu
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import os
@@ -37,7 +38,7 @@ def _debug() -> bool:
 def _user_errors() -> tuple[type, ...]:
     from jaxreviews.options import ConfigError
 
-    errors: list[type] = [UserError, ConfigError, ValueError, OSError, ImportError]
+    errors: list[type] = [UserError, app.UsageError, ConfigError, ValueError, OSError, ImportError]
     try:
         from jaxreviews.train import NonFiniteLossError, WorkdirError
 
@@ -49,8 +50,11 @@ def _user_errors() -> tuple[type, ...]:
 
 def one_line(error: BaseException) -> str:
     """The error's message on one line: a full disk with what it was writing and the last saved step."""
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        where = f" writing {error.filename}" if error.filename else ""
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
+        filename = getattr(error, "filename", None)
+        workdir = flags.FLAGS["workdir"].value if "workdir" in flags.FLAGS else None
+        where = f" writing {filename}" if filename else f" writing in {os.path.abspath(workdir)}" if workdir else ""
+        error = OSError(errno.ENOSPC, "", filename)
         saved = last_checkpoint(error.filename)
         return (f"no space left on device{where}" +
                 (f"; the last complete checkpoint is step {saved}" if saved is not None else "") +
@@ -60,6 +64,8 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, FileNotFoundError) and error.filename and not str(error).startswith(str(error.filename)):
         return f"{error.filename}: no such file or directory"
     text = str(error) or type(error).__name__
+    if "Failed loading config file" in text:  # raised when the command first reads FLAGS.config
+        return _flag_problem(sys.argv, error)
     return " ".join(text.split())
 
 
@@ -95,8 +101,31 @@ def _flag_problem(argv: list[str], error: Exception) -> str:
                 hint = f" (did you mean --config.{close[0]}?)" if close else ""
                 return f"--config.{key}: no such option{hint}; every option: docs/options.md"
     message = " ".join(str(error).split())
+    given = next((arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")), None)
+    if "No such file or directory" in message and given is not None:
+        return f"--config={given}: no such config file (the configs are in experiments/configs/)"
+    if "Traceback" in message:  # an error inside the config file's get_config: its last line
+        import re
+
+        found = re.findall(r"\b\w*(?:Error|Exception): (.*?)(?= \w*(?:Error|Exception): |$)", message)
+        if found:
+            return (f"--config={given}: " if given else "") + found[-1]
     return message.replace("Could not override field", "could not set").replace(
         "cannot be casted to type", "is not a")
+
+
+def define_config_file(name: str, default: str, help_text: str) -> None:
+    """`config_flags.DEFINE_config_file` (locked), whose override errors, raised while the flag is
+    defined (it reads the command line then), are one line and exit code 2."""
+    from ml_collections import config_flags
+
+    try:
+        config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
+    except Exception as error:
+        if _debug():
+            traceback.print_exc()
+        print(f"error: {_flag_problem(sys.argv, error)}", file=sys.stderr)
+        sys.exit(USAGE_EXIT)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -110,6 +139,42 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(USAGE_EXIT)
 
 
+@contextlib.contextmanager
+def written(path: str):
+    """A text file at `path` that appears whole or not at all: written as `path.partial`, renamed
+    when the block ends, removed when it fails. Opening it first makes a directory that cannot be
+    written fail before any work."""
+    path = os.path.abspath(os.path.expanduser(path))
+    partial = path + ".partial"
+    handle = open(partial, "w", encoding="utf-8")
+    try:
+        yield handle
+        handle.close()
+        os.replace(partial, path)
+    except BaseException:
+        handle.close()
+        os.remove(partial)
+        raise
+
+
+def _quiet_shutdown() -> None:
+    """After the error is reported the process ends: background threads that fail on the way
+    (orbax's writers after a full disk) must not bury that line under their tracebacks."""
+    import logging
+    import threading
+
+    if _debug():
+        return
+    threading.excepthook = lambda args: None
+    logging.disable(logging.CRITICAL)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.FATAL)
+    except ImportError:
+        pass
+
+
 def run(main) -> None:
     """`absl.app.run(main)` with a user's errors as one line on stderr and exit code 2."""
     def guarded(argv):
@@ -119,6 +184,7 @@ def run(main) -> None:
             if _debug():
                 traceback.print_exc()
             print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
+            _quiet_shutdown()
             return USAGE_EXIT
 
     app.run(guarded, flags_parser=parse_flags)

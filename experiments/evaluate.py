@@ -14,6 +14,8 @@ import os
 import numpy as np
 from absl import app, flags
 
+from experiments import cli
+
 flags.DEFINE_string("workdir", None, "A run directory written by experiments.train.", required=True)
 flags.DEFINE_string("input", None, "Reviews with ratings: a file in the literature, Amazon or ratings format.",
                     required=True)
@@ -54,16 +56,16 @@ def main(argv):
     runtime.configure_logging()
 
     run = load_run(FLAGS.workdir, FLAGS.which)
-    result = run.evaluate(FLAGS.input, format=FLAGS.format or None)
-    print(format_evaluation(run.config.model.name, result))
     stem = os.path.basename(FLAGS.input).split(".")[0]
     output = FLAGS.output or os.path.join(run.workdir, f"evaluation-{stem}.json")
-    with open(output, "w") as f:
+    with cli.written(output) as f:  # a directory it cannot write fails here, before the evaluation
+        result = run.evaluate(FLAGS.input, format=FLAGS.format or None)
         json.dump({"input": os.path.abspath(FLAGS.input), "which": FLAGS.which, "step": run.step, **result}, f,
                   indent=2, sort_keys=True)
+    print(format_evaluation(run.config.model.name, result))
     print(f"-> {output}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

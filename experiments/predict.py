@@ -4,15 +4,19 @@
 One JSON object a review, in the input's order: user, product, rating (when the file has one),
 predicted_class, predicted_class_rating, expected_rating, probabilities (classification heads),
 unseen_user / unseen_product, oov_tokens; with --attention the tokens and the word and sentence
-attention weights (HAN models). The input is read in chunks: a file larger than memory works.
+attention weights (HAN models). The input is read in chunks: a file larger than memory works. The
+output appears whole or not at all (written beside it, then renamed).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 
 from absl import app, flags
+
+from experiments import cli
 
 flags.DEFINE_string("workdir", None, "A run directory written by experiments.train.", required=True)
 flags.DEFINE_string("input", None, "Reviews to predict: a file in the literature, Amazon or ratings format.",
@@ -36,15 +40,11 @@ def main(argv):
 
     run = load_run(FLAGS.workdir, FLAGS.which)
     started, count = time.perf_counter(), 0
-    out = sys.stdout if FLAGS.output == "-" else open(FLAGS.output, "w", encoding="utf-8")
-    try:
+    with (contextlib.nullcontext(sys.stdout) if FLAGS.output == "-" else cli.written(FLAGS.output)) as out:
         for prediction in run.predict(FLAGS.input, format=FLAGS.format or None, attention=FLAGS.attention,
                                       chunk_size=FLAGS.chunk_size):
             out.write(json.dumps(prediction) + "\n")
             count += 1
-    finally:
-        if out is not sys.stdout:
-            out.close()
     seconds = time.perf_counter() - started
     print(f"{count:,} predictions in {seconds:.1f}s ({count / max(seconds, 1e-9):,.0f}/s) -> {FLAGS.output}",
           file=sys.stderr)
@@ -52,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -17,6 +17,8 @@ import time
 
 from absl import app, flags
 
+from experiments import cli
+
 flags.DEFINE_multi_string("workdir", None, "A run directory written by experiments.train; repeat to compare runs.",
                           required=True)
 flags.DEFINE_string("output", "", "Where to write the report (default: <first workdir>/report.html).")
@@ -70,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 
 from absl import app, flags
+
+from experiments import cli
 from ml_collections import config_flags
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
-config_flags.DEFINE_config_file("config", os.path.join(CONFIGS, "han_upa.py"), "Experiment config file[:arg]: "
-                                "the base config of every trial, with its search space in search.space.",
-                                lock_config=True)
+cli.define_config_file("config", os.path.join(CONFIGS, "han_upa.py"), "Experiment config file[:arg]: "
+                                "the base config of every trial, with its search space in search.space.")
 flags.DEFINE_string("workdir", None, "The sweep's folder: study.db (without a storage URL), trials/NNNN/, the report.")
 # Aliases of config.search.* (docs/options.md): set, they override the config's value.
 flags.DEFINE_integer("trials", None, "= --config.search.trials: trials to add to the study (a grid stops when every "
@@ -66,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -12,12 +12,13 @@ import os
 import sys
 
 from absl import app, flags
+
+from experiments import cli
 from ml_collections import config_flags
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
-config_flags.DEFINE_config_file("config", os.path.join(CONFIGS, "han_upa.py"), "Experiment config file[:presets].",
-                                lock_config=True)
+cli.define_config_file("config", os.path.join(CONFIGS, "han_upa.py"), "Experiment config file[:presets].")
 flags.DEFINE_string("workdir", None, "Where the run writes its config, metrics, checkpoints and "
                     "results (default: runs/<config name>[-<presets>]).")
 flags.DEFINE_bool("keep_freed_memory", True, "glibc keeps freed memory instead of re-mapping XLA's per-step "
@@ -53,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

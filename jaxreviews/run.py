@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 
@@ -39,6 +40,8 @@ from jaxreviews.models.mf import TrainingPairs
 from jaxreviews.models.heads import combine_outputs
 from jaxreviews.train import checkpoints, evaluation, members as members_lib, step as step_lib
 from jaxreviews.train.results import RunResults
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -251,7 +254,11 @@ class Run:
                                        num_products=len(self.products))
                     yield batch
 
-        result = {**run(batches()), "data": counts}
+        try:
+            result = {**run(batches()), "data": counts}
+        except evaluation.NoBatches:
+            where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the reviews given"
+            raise ValueError(f"{where}: no reviews to evaluate (an empty file?)") from None
         if self.baselines:
             result["baselines"] = evaluation.score_constant_predictions(
                 np.concatenate(ratings), self.baselines, self.rating_range, self.rating_step)
@@ -304,18 +311,23 @@ def _restore(workdir: str, which: str):
     ckpt = checkpoints.RunCheckpoints(workdir)
     try:
         if which == "latest":
-            restored = ckpt.restore_latest(None)
+            restored = ckpt.restore_latest(None, set_aside=False)
             if restored is None:
-                raise FileNotFoundError(f"{workdir} has no checkpoint yet")
+                raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it (experiments.train) first")
             state, meta = restored
             return state, int(meta["step"]), results, meta
         best_step = None if results is None else results.best_step
         if best_step is None:  # still training: the best so far, as the latest checkpoint records it
-            restored = ckpt.restore_latest(None)
+            restored = ckpt.restore_latest(None, set_aside=False)
             if restored is None:
-                raise FileNotFoundError(f"{workdir} has no checkpoint yet")
+                raise FileNotFoundError(f"{workdir} has no checkpoint yet: train it (experiments.train) first")
             bookkeeping = restored[1]["bookkeeping"]  # an ensemble's: the tree of its members' bests
             best_step = bookkeeping.get("best_step", bookkeeping.get("best_checkpoint_step"))
+            if best_step is None or int(best_step) < 0:
+                raise FileNotFoundError(f"{workdir} has not been validated yet (step {restored[1]['step']}): no best "
+                                        "parameters to use; wait for its first validation, or pass which='latest'")
+            log.warning("%s has not finished (no results.json): using its best parameters so far, of step %d",
+                        workdir, int(best_step))
         state, meta = ckpt.restore_best(None, int(best_step))
         return state, int(best_step), results, meta
     finally:

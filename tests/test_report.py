@@ -155,7 +155,9 @@ PROBE = """<script>
     const probe = document.createElement("pre");
     probe.id = "report-probe";
     probe.textContent = JSON.stringify({errors, images, highlighted, external,
-                                        sections: [...document.querySelectorAll("section")].map((s) => s.id)});
+                                        sections: [...document.querySelectorAll("section")].map((s) => s.id),
+                                        configFolded: [...document.querySelectorAll("details")].map((d) => !d.open
+                                          && d.querySelector("table.config") !== null)});
     document.body.appendChild(probe);
   });
 })();
@@ -190,7 +192,11 @@ def test_report_in_a_headless_browser(report, tmp_path):
     assert len(probe["images"]) >= 6
     assert all(image["complete"] and image["width"] > 0 for image in probe["images"]), probe["images"]
     assert probe["highlighted"] > 0
-    assert probe["sections"][-1] == "attention"
+    # the headline first (test metrics beside the baselines, then the curves); the config last, folded
+    assert probe["sections"][:2] == ["metrics", "curves"] and probe["sections"][-1] == "run"
+    assert probe["configFolded"] == []  # a comparison shows the keys that differ, open
+
+
 
     screenshot = tmp_path / "report.png"
     shot = chromium(executable, "--window-size=1280,2400", f"--screenshot={screenshot}", pathlib.Path(path).as_uri(),
@@ -204,3 +210,14 @@ def test_report_in_a_headless_browser(report, tmp_path):
     pixels = np.asarray(Image.open(screenshot).convert("L"))
     assert pixels.std() > 10
 
+
+def test_one_runs_report_opens_with_its_metrics_and_folds_its_config(report):
+    from jaxreviews.analysis import html as html_lib
+
+    _, analyses = report
+    page = html_lib.render(analyses[:1])
+    sections = re.findall(r'<section id="([^"]+)">', page)
+    assert sections[:2] == ["metrics", "curves"] and sections[-1] == "run"
+    run_section = page.split('<section id="run">', 1)[1]
+    assert "<details><summary>config.json" in run_section and 'class="config' in run_section.split("<details>")[1]
+    assert page.index("baseline: majority") < page.index("<details>")

@@ -13,9 +13,11 @@ import html
 
 from jaxreviews.analysis import plots, run_files
 
-SECTIONS = (("run", "The run"), ("curves", "Learning curves"), ("metrics", "Test metrics"),
-            ("confusion", "Confusion matrix"), ("calibration", "Calibration"), ("cold-start", "Cold start"),
-            ("length", "Review length"), ("attention", "Attention"))
+# The headline first (test metrics beside the baselines, then how training went); the run's data,
+# timing and its full config (folded) last.
+SECTIONS = (("metrics", "Test metrics"), ("curves", "Learning curves"), ("confusion", "Confusion matrix"),
+            ("calibration", "Calibration"), ("cold-start", "Cold start"), ("length", "Review length"),
+            ("attention", "Attention"), ("run", "The run: data, training, config"))
 KINDS = {"confident_right": "most confident, right", "confident_wrong": "most confident, wrong",
          "largest_errors": "largest rating error"}
 # Word shading: orange, alpha up to WORD_ALPHA for the review's most attended word; sentence
@@ -107,22 +109,6 @@ def table(header: list[str], rows: list[list[str]], *, left_columns: int = 1, cl
 
 def section_run(analyses: list[dict]) -> str:
     parts = []
-    if len(analyses) == 1:
-        flat = run_files.flatten_config(analyses[0]["config"])
-        rows = [[f"<code>{esc(k)}</code>", f"<code>{esc(v)}</code>"] for k, v in sorted(flat.items())]
-        parts.append("<h3>Config</h3><p class=muted>config.json, the resolved config of the run.</p>"
-                     f'<div class="columns">{table(["key", "value"], rows, left_columns=2, classes="config")}</div>')
-    else:
-        differences = run_files.config_differences([a["config"] for a in analyses])
-        if differences:
-            rows = [[f"<code>{esc(k)}</code>", *(f"<code>{esc(v)}</code>" for v in values)]
-                    for k, values in differences.items()]
-            parts.append(f"<h3>Config: the {len(differences)} keys that differ</h3>"
-                         + table(["key", *(esc(a["name"]) for a in analyses)], rows, left_columns=len(analyses) + 1,
-                                 classes="config"))
-        else:
-            parts.append("<h3>Config</h3><p class=note>The runs have the same config.</p>")
-
     parts.append("<h3>Data</h3>")
     for group in plots.data_groups(analyses):
         data = group[0]["data"]
@@ -167,7 +153,27 @@ def section_run(analyses: list[dict]) -> str:
              *(fmt(a["parameters"].get(path)) for a in analyses)] for path in paths]
     rows.append(["<b>total</b>", *(f"<b>{fmt(a['parameters']['total'])}</b>" for a in analyses)])
     parts.append(table(["module", *(esc(a["name"]) for a in analyses)], rows))
+    parts.append(section_config(analyses))
     return "".join(parts)
+
+
+def section_config(analyses: list[dict]) -> str:
+    """One run's whole config, folded; several runs' differing keys (open: they are the comparison)."""
+    if len(analyses) == 1:
+        flat = run_files.flatten_config(analyses[0]["config"])
+        rows = [[f"<code>{esc(k)}</code>", f"<code>{esc(v)}</code>"] for k, v in sorted(flat.items())]
+        return (f"<h3>Config</h3><details><summary>config.json: the resolved config of the run ({len(rows)} "
+                f"options; docs/options.md says what each means)</summary>"
+                f'<div class="columns">{table(["key", "value"], rows, left_columns=2, classes="config")}</div>'
+                "</details>")
+    differences = run_files.config_differences([a["config"] for a in analyses])
+    if not differences:
+        return "<h3>Config</h3><p class=note>The runs have the same config.</p>"
+    rows = [[f"<code>{esc(k)}</code>", *(f"<code>{esc(v)}</code>" for v in values)]
+            for k, values in differences.items()]
+    return (f"<h3>Config: the {len(differences)} keys that differ</h3>"
+            + table(["key", *(esc(a["name"]) for a in analyses)], rows, left_columns=len(analyses) + 1,
+                    classes="config"))
 
 
 def section_curves(analyses: list[dict]) -> str:

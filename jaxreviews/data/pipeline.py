@@ -143,9 +143,8 @@ class RatingScale:
             return self.range_from
         if (self.range_from, self.step_from) == ("data.rating_range", "data.rating_step"):
             return "data.rating_range and data.rating_step"
-        if self.range_from == "data.rating_range":
-            return f"data.rating_range, step from the {self.step_from}"
-        return f"{self.range_from}, step from data.rating_step"
+        step = "data.rating_step" if self.step_from == "data.rating_step" else f"the {self.step_from}"
+        return f"{self.range_from}, step from {step}"
 
     def report(self) -> dict:
         return {"low": self.low, "high": self.high, "step": self.step, "classes": self.num_classes,
@@ -231,11 +230,13 @@ def _tidy(value: float) -> float:
 
 
 def rating_scale(train_ratings: np.ndarray, *, rating_range: tuple[float, float] | None,
-                 rating_step: float | None, source: str) -> RatingScale:
+                 rating_step: float | None, source: str, range_from: str | None = None) -> RatingScale:
     """The scale of a run: each of range and step the config's when given, else read from
-    `train_ratings` (the training data, named `source` in the report and in errors)."""
+    `train_ratings` (the training data, named `source` in the report and in errors). `range_from`
+    names where a given range came from when not from data.rating_range (a format's fixed scale)."""
+    given_from = range_from or "data.rating_range"
     if rating_range is not None and rating_step is not None:
-        return RatingScale(rating_range[0], rating_range[1], rating_step, "data.rating_range", "data.rating_step")
+        return RatingScale(rating_range[0], rating_range[1], rating_step, given_from, "data.rating_step")
     ratings = np.asarray(train_ratings, np.float64)
     if rating_range is None:
         if len(ratings) == 0:
@@ -253,7 +254,7 @@ def rating_scale(train_ratings: np.ndarray, *, rating_range: tuple[float, float]
             raise ValueError(f"the ratings of the {source} span {low:g}..{high:g}, not a whole number of "
                              f"data.rating_step={step:g} steps: set data.rating_range=(low, high) too")
     return RatingScale(float(low), float(high), float(step),
-                       range_from=source if rating_range is None else "data.rating_range",
+                       range_from=source if rating_range is None else given_from,
                        step_from=source if rating_step is None else "data.rating_step")
 
 
@@ -312,9 +313,24 @@ def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, re
     else:
         first_key, first_path, report_name = "train", config.train, "read_train"
         source = f"training file {config.train} (data.train)"
-    first = _read(first_path, config, report_name, reports, rating_range=rating_range,
-                  rating_step=rating_step if rating_range is not None else None)
-    scale = rating_scale(first.arrays.ratings, rating_range=rating_range, rating_step=rating_step, source=source)
+    format = config.format or readers.detect_format(os.path.expanduser(first_path))
+    bound, range_from = rating_range, None
+    if rating_range is None and format in readers.FIXED_RATING_RANGES:  # Amazon: 1..5 stars whatever the file holds
+        rating_range = bound = readers.FIXED_RATING_RANGES[format]
+        range_from = f"{format} format (its ratings are {rating_range[0]:g}..{rating_range[1]:g} stars)"
+    elif rating_range is None:  # read within the format's ratings (as tools/inspect_data.py checks)
+        bound = tuple(float(v) for v in readers.DEFAULT_RATING_RANGES[format])
+    try:
+        first = _read(first_path, config, report_name, reports, rating_range=bound,
+                      rating_step=rating_step if rating_range is not None else None)
+    except readers.ReadError as error:
+        if error.kind != readers.RATING_OUT_OF_RANGE or given_rating_scale(config)[0] is not None:
+            raise
+        raise readers.ReadError(error.path, error.line_number, error.kind,
+                                f"{error.problem} of the {format} format: set data.rating_range=(low, high) if "
+                                "this file's scale is another") from None
+    scale = rating_scale(first.arrays.ratings, rating_range=rating_range, rating_step=rating_step, source=source,
+                         range_from=range_from)
     bad = first_off_scale(first.arrays.ratings, scale)
     if bad is not None:  # a step given for a range read from the file: find the line that misses it
         try:
@@ -491,6 +507,11 @@ def describe_source(splits: DataSplits) -> str:
     selected = f" (selected by {report['selected_by']})" if "selected_by" in report else ""
     line = (f"data source {report['source']}{selected}; ratings {scale['low']:g}..{scale['high']:g} in steps of "
             f"{scale['step']:g}, {scale['classes']} classes, from {scale['from']}")
+    for key in ("read", "read_train", "read_valid", "read_test"):  # what each file held, bad lines skipped
+        if isinstance(report.get(key), str):
+            what = {"read": "data.path", "read_train": "data.train", "read_valid": "data.valid",
+                    "read_test": "data.test"}[key]
+            line += f"\n{what}: {report[key]}"
     vectors = report.get("pretrain_vectors")
     if vectors:
         how = "read from the cache" if vectors["from_cache"] else f"trained on the training split ({vectors['words']:,} words)"

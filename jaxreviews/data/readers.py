@@ -41,6 +41,10 @@ TANG_SENTENCE_SEPARATOR = "<sssss>"
 FORMATS = ("tang", "amazon", "ratings")
 # 1..10 accepts both IMDB and Yelp literature files; Amazon and MovieLens rate 1..5 (0.5 steps).
 DEFAULT_RATING_RANGES = {"tang": (1, 10), "amazon": (1, 5), "ratings": (0.5, 5)}
+# Scales a format fixes by definition (Amazon's `overall` is 1..5 stars): a file of it has these
+# classes whatever ratings it happens to hold. The others' scales are read from the training data,
+# within DEFAULT_RATING_RANGES (which tools/inspect_data.py checks too).
+FIXED_RATING_RANGES = {"amazon": (1.0, 5.0)}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 # Kinds of bad line, the keys of `ReadReport.skipped_by_kind`.

@@ -1,15 +1,54 @@
 """Orbax checkpoints of a run: the latest N for resume, and the best by the validation metric.
 
 A checkpoint holds the train state and the loop's bookkeeping (early-stopping counters, the best
-value so far) as JSON. Snapshot ensembles keep every cycle's end in a third manager, `snapshots`. The data position needs no saving: it is a function of the step. The best
-checkpoint is read back by the step the bookkeeping recorded, never "whichever is newest".
+value so far) as JSON. Snapshot ensembles keep every cycle's end in a third manager, `snapshots`.
+The data position needs no saving: it is a function of the step. The best checkpoint is read back
+by the step the bookkeeping recorded, never "whichever is newest".
+
+A latest checkpoint that cannot be read (a truncated file, a missing manifest: a disk that filled
+up, a copy cut short) is set aside in `checkpoints/unreadable/` (never deleted) with a warning
+naming it, and the run resumes from the newest one that reads.
 """
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import time
 
 import jax
 import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+def _collect_quietly() -> None:
+    """Collects garbage with Python's unraisable-exception hook silenced for the call only."""
+    import gc
+    import sys
+
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint the run needs cannot be read."""
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an orbax / TensorStore error (theirs run to pages)."""
+    text = str(error).strip().splitlines()
+    first = (text[0] if text else type(error).__name__).split(" See full TensorStore details")[0]
+    return first[:300]
+
+
+def has_checkpoints(workdir: str) -> bool:
+    """Whether `workdir` holds a latest checkpoint (read from the directory, without orbax)."""
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    return os.path.isdir(latest) and any(name.isdigit() for name in os.listdir(latest))
 
 
 class RunCheckpoints:
@@ -20,14 +59,21 @@ class RunCheckpoints:
         def handlers():  # registered, so that a checkpoint's metadata can be read back
             return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
 
-        self.latest = ocp.CheckpointManager(
-            os.path.join(directory, "latest"), item_handlers=handlers(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **options))
+        self._directory = directory
+        self._latest_options = (handlers, ocp.CheckpointManagerOptions(max_to_keep=keep, **options))
+        self.latest = self._latest_manager()
         self.best = ocp.CheckpointManager(
             os.path.join(directory, "best"), item_handlers=handlers(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, **options))
+            # two: a run resumed from an earlier latest checkpoint (the newest did not read) needs the best
+            # its bookkeeping recorded, which the best saved after it may have replaced
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, **options))
         self._snapshot_options = (os.path.join(directory, "snapshots"), handlers, options)
         self._snapshots = None
+
+    def _latest_manager(self) -> ocp.CheckpointManager:
+        handlers, options = self._latest_options
+        return ocp.CheckpointManager(os.path.join(self._directory, "latest"), item_handlers=handlers(),
+                                     options=options)
 
     @property
     def snapshots(self) -> ocp.CheckpointManager:
@@ -77,9 +123,32 @@ class RunCheckpoints:
     def restore_snapshot(self, target, step: int):
         return self._restore(self.snapshots, target, step)
 
-    def restore_latest(self, target):
-        """(state, meta) of the latest checkpoint, or None when the run has none."""
-        return self._restore(self.latest, target)
+    def restore_latest(self, target, *, set_aside: bool = True):
+        """(state, meta) of the newest latest checkpoint that reads, or None when the run has none
+        (see the module docstring for one that does not read; `set_aside=False` only skips it)."""
+        for step in sorted(self.latest.all_steps(), reverse=True):
+            try:
+                return self._restore(self.latest, target, step)
+            except Exception as error:  # orbax and TensorStore raise many kinds for a damaged file
+                reason = _reason(error)
+            _collect_quietly()  # the failed read's abandoned coroutines (freed with the error) would each print it
+            if set_aside:
+                self._set_aside(step, reason)
+            else:
+                log.warning("the checkpoint of step %d cannot be read (%s): using an earlier one", step, reason)
+        return None
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        """Moves the unreadable latest checkpoint `step` to checkpoints/unreadable/ (process 0)."""
+        source = os.path.join(self._directory, "latest", str(step))
+        target = os.path.join(self._directory, "unreadable", f"latest-{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if jax.process_index() == 0 and os.path.isdir(source):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(source, target)
+        log.warning("the checkpoint of step %d cannot be read (%s): kept as %s; resuming from the newest one "
+                    "that reads", step, reason, target)
+        self.latest.close()
+        self.latest = self._latest_manager()
 
     def restore_best(self, target, step: int):
         """(state, meta) of the best checkpoint the bookkeeping recorded at `step`."""
@@ -87,7 +156,12 @@ class RunCheckpoints:
             raise FileNotFoundError(
                 f"the best checkpoint of step {step} (recorded by the run's bookkeeping) is not in "
                 f"{self.best.directory}; it holds steps {sorted(self.best.all_steps())}")
-        return self._restore(self.best, target, step)
+        try:
+            return self._restore(self.best, target, step)
+        except Exception as error:
+            raise CheckpointError(f"the best checkpoint of step {step} in {self.best.directory} cannot be read "
+                                  f"({_reason(error)}): the run's best parameters are lost; train again in another "
+                                  "--workdir") from error
 
     def steps(self) -> dict[str, list[int]]:
         return {"latest": sorted(self.latest.all_steps()), "best": sorted(self.best.all_steps())}

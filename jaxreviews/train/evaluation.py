@@ -17,6 +17,10 @@ from jaxreviews.data import batching
 from jaxreviews.train import step as step_lib
 
 
+class NoBatches(ValueError):
+    """`evaluate` was given no batch (the caller names its source)."""
+
+
 def evaluate(eval_step: Callable, params, model_state, batches: Iterable[dict], *,
              to_device: Callable = jax.device_put, prefetch: int = 2,
              finalize: Callable[[dict], dict] = step_lib.finalize_metrics) -> dict:
@@ -32,7 +36,7 @@ def evaluate(eval_step: Callable, params, model_state, batches: Iterable[dict], 
                 jax.block_until_ready(sums)  # one batch in flight at most (see loop.Trainer.train_step)
             sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     if sums is None:
-        raise ValueError("evaluate: no batches")
+        raise NoBatches("evaluate: no batches to evaluate")
     return finalize(jax.device_get(sums))
 
 

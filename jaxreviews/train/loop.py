@@ -471,14 +471,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, callb
     config = prepare_config(config)
     run_dir = RunDirectory(workdir)
     with run_dir.locked(), contextlib.ExitStack() as context:
-        ckpt = context.enter_context(contextlib.closing(checkpoints.RunCheckpoints(
-            run_dir.path, keep=config.train.keep_checkpoints)))
-        finished = run_dir.prepare(config, has_checkpoints=bool(ckpt.steps()["latest"]))
+        finished = run_dir.prepare(config, has_checkpoints=checkpoints.has_checkpoints(run_dir.path))
         if finished is not None:
             log.info("%s holds a finished run of this config (results.json)", run_dir.path)
             return finished
         clock = context.enter_context(compilation.CompileClock())
         experiment = experiment_lib.build(config, run_dir.path, cache=programs)
+        # Orbax's manager starts a clean-up thread: made once the data is read, so that a data error
+        # ends the process without it.
+        ckpt = context.enter_context(contextlib.closing(checkpoints.RunCheckpoints(
+            run_dir.path, keep=config.train.keep_checkpoints)))
         # The steps are traced with the mesh in effect: a kernel that walks its batch in chunks
         # keeps every device on its own rows (models.layers.batch_shards).
         context.enter_context(jax.set_mesh(experiment.mesh))

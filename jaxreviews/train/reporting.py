@@ -51,10 +51,26 @@ class MetricWriter:
                     self._tb.add_scalar(f"{kind}/{name}", value, step)
 
     def close(self) -> None:
-        if self._file:
-            self._file.close()
+        """Closes the files. A final flush that fails (a full disk) is logged, not raised: the run's
+        own error says what happened, and TensorBoard's writer is stopped so that neither its
+        thread nor its exit hook tries again."""
+        try:
+            if self._file:
+                self._file.close()
+        except OSError as error:
+            log.warning("metrics.jsonl: %s", error)
         if self._tb:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except OSError as error:
+                log.warning("TensorBoard events: %s", error)
+                for writer in self._tb.all_writers.values():  # tensorboardX has no public abort
+                    events = writer.event_writer
+                    if getattr(events, "_worker", None) is not None:
+                        events._event_queue.put(events._worker._shutdown_signal)
+                        events._worker.join(timeout=5)
+                    events._closed = True
+        self._file = self._tb = None
 
 
 def _drop_records_after(path: str, step: int) -> None:
