@@ -65,7 +65,8 @@ def test_train_and_test_flags_without_data_name_read_the_files(tmp_path):
                                              "from": f"training file {train} (data.train)"}
     assert pipeline.describe_source(splits) == (
         "data source files (selected by data.train, data.test; data.name was the default 'synthetic'); ratings 1..5 "
-        f"in steps of 1, 5 classes, from training file {train} (data.train)")
+        f"in steps of 1, 5 classes, from training file {train} (data.train)\n"
+        "data.train: 80 lines: 80 reviews, 0 skipped\ndata.test: 16 lines: 16 reviews, 0 skipped")
 
 
 @pytest.mark.parametrize("values, message", [

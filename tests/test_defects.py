@@ -68,7 +68,8 @@ def test_the_best_checkpoint_is_read_by_the_recorded_step(tmp_path):
     ckpt = checkpoints.RunCheckpoints(str(tmp_path), keep=2)
     state = {"w": jnp.zeros(3)}
     ckpt.save_best(10, {"w": jnp.full(3, 10.0)}, {"step": 10})
-    ckpt.save_best(20, {"w": jnp.full(3, 20.0)}, {"step": 20})  # the manager keeps one: 10 is gone
+    ckpt.save_best(20, {"w": jnp.full(3, 20.0)}, {"step": 20})
+    ckpt.save_best(30, {"w": jnp.full(3, 30.0)}, {"step": 30})  # the manager keeps two: 10 is gone
     restored, meta = ckpt.restore_best(state, 20)
     assert float(restored["w"][0]) == 20.0 and meta["step"] == 20
     with pytest.raises(FileNotFoundError, match="step 10"):

@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from jaxreviews import options
+from tests.training import set_keys
 from jaxreviews import models
 from jaxreviews.models import heads
 from jaxreviews.train import step as step_lib
@@ -53,13 +54,7 @@ def tiny_config(name: str, **overrides) -> ml_collections.ConfigDict:
     if name == "mf":
         config.factor_shrinkage = config.bias_shrinkage = 0.0
         config.head.rating_activation = "sigmoid"
-    for key, value in overrides.items():
-        target = config
-        *path, leaf = key.split("__")
-        for part in path:
-            target = target[part]
-        target[leaf] = value
-    return config
+    return set_keys(config, overrides, separator="__")
 
 
 def build(config, pretrained=None):

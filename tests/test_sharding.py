@@ -8,7 +8,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxreviews import options
 from jaxreviews.models import layers
-from jaxreviews.train import optimizers, sharding, step as step_lib
+from jaxreviews.train import members, optimizers, sharding, step as step_lib
 from tests.test_models import VOCAB, build, make_batch, tiny_config
 from tests.training import REPO, results, train
 
@@ -16,7 +16,7 @@ from tests.training import REPO, results, train
 def abstract_state_and_shardings(tx, name="han_upa"):
     model, batch = build(tiny_config(name)), make_batch()
     abstract = jax.eval_shape(lambda b: step_lib.init_state(model, tx, b, jax.random.key(0)), batch)
-    mesh = sharding.make_mesh(1)
+    mesh = members.make_mesh(1, 16)
     params = sharding.param_shardings(sharding.param_logical_axes(model, batch), mesh)
     return model, batch, abstract, sharding.state_shardings(abstract, params, mesh)
 
@@ -73,19 +73,9 @@ def test_tables_split_over_a_2x4_mesh_train_as_one_device(tmp_path):
     rows of a multiple of 8, and a mask is drawn per slot of the rows (shape-stable dropout, on
     the head and the ids, stays on)."""
     flags = ("--config.train.epochs=1", "--config.model.embedding_dropout=0", "--config.model.dropout=0")
-    split = train(tmp_path / "split", *flags, "--config.mesh.model=4", devices=8)
-    assert split.returncode == 0, split.stdout + split.stderr
-    assert "mesh {'members': 1, 'data': 2, 'model': 4}" in split.stdout
-    one = train(tmp_path / "one", *flags)
-    assert one.returncode == 0, one.stdout + one.stderr
-    import jaxreviews
-
-    split_params, one_params = (jaxreviews.load_run(tmp_path / name).params for name in ("split", "one"))
-    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(one_params)[0], jax.tree.leaves(split_params)):
-        # Sums in another order (gradients of split tables, 8 devices' partial sums) make float
-        # differences that 30 Adam steps at lr 1e-2 carry on: at most 5e-5 measured.
-        np.testing.assert_allclose(np.asarray(b)[:a.shape[0]], a, rtol=1e-3, atol=2e-4,
-                                   err_msg=jax.tree_util.keystr(path))
+    split_params, one_params = train_split_and_one(tmp_path, flags, "--config.mesh.model=4", 8,
+                                                   "mesh {'members': 1, 'data': 2, 'model': 4}")
+    assert_params_close(split_params, one_params)
     split_memory, one_memory = (results(tmp_path / name)["accounting"] for name in ("split", "one"))
     tables = sum(int(np.prod(one_params[name]["embedding"].shape)) * 4
                  for name in ("word_embedding", "user_embedding", "product_embedding", "user_bias", "product_bias"))
@@ -93,3 +83,38 @@ def test_tables_split_over_a_2x4_mesh_train_as_one_device(tmp_path):
     assert split_memory["parameter_bytes"] < one_memory["parameter_bytes"] - 0.6 * tables
     assert split_memory["optimizer_state_bytes"] < one_memory["optimizer_state_bytes"] - 1.2 * tables
     assert results(tmp_path / "split")["test"]["reviews"] == results(tmp_path / "one")["test"]["reviews"] == 60
+
+
+def test_an_ensemble_splits_its_tables_too(tmp_path):
+    """Members and tables on one mesh: 2 members x 2 model devices on 4 CPU devices train as the
+    2 members on one device (every array of the state has its member axis first, then the table
+    split: `members.with_member_axis`)."""
+    flags = ("--config.train.epochs=1", "--config.num_seeds=2", "--config.model.embedding_dropout=0",
+             "--config.model.dropout=0")
+    split_params, one_params = train_split_and_one(tmp_path, flags, "--config.mesh.model=2", 4,
+                                                   "mesh {'members': 2, 'data': 1, 'model': 2}")
+    assert_params_close(split_params, one_params, rows_axis=1)  # the member axis first
+
+
+def train_split_and_one(tmp_path, flags, mesh_flag, devices, mesh_line):
+    """(parameters split over `devices` fake devices, parameters of the same run on one device)."""
+    split = train(tmp_path / "split", *flags, mesh_flag, devices=devices)
+    assert split.returncode == 0, split.stdout + split.stderr
+    assert mesh_line in split.stdout
+    one = train(tmp_path / "one", *flags)
+    assert one.returncode == 0, one.stdout + one.stderr
+    import jaxreviews
+
+    return tuple(jaxreviews.load_run(tmp_path / name).params for name in ("split", "one"))
+
+
+def assert_params_close(split_params, one_params, rows_axis: int = 0) -> None:
+    """Two runs' parameters alike, the split run's tables cut to the unsplit row counts (rows
+    added so that a table splits evenly are never used). Sums in another order (gradients of split
+    tables, several devices' partial sums) make float differences that 30 Adam steps at lr 1e-2
+    carry on: at most 5e-5 measured."""
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(one_params)[0], jax.tree.leaves(split_params)):
+        b = np.asarray(b)
+        if b.ndim > rows_axis:
+            b = b[(slice(None),) * rows_axis + (slice(0, np.shape(a)[rows_axis]),)]
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=2e-4, err_msg=jax.tree_util.keystr(path))

@@ -13,7 +13,7 @@ import jaxreviews
 from experiments.configs import cnn, mf
 from jaxreviews import options as options_lib
 from jaxreviews.tune import sweep as sweep_lib
-from tests.training import CACHE
+from tests.training import CACHE, set_keys
 
 State = optuna.trial.TrialState
 LR = {"optimizer.learning_rate": {"log": [1e-3, 1e-1]}}
@@ -26,13 +26,7 @@ def tiny(space: dict, **options):
     config.train.tensorboard = False
     config.compilation.cache_dir = CACHE
     config.search.space = json.dumps(space)
-    for key, value in options.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return config
+    return set_keys(config, options)
 
 
 def mf_tiny(like):

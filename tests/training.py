@@ -44,9 +44,14 @@ def tiny(model: str = "han_upa", presets: str = "", **overrides):
 
     config = options.default_config(model, ",".join(["tiny", *filter(None, presets.split(","))]))
     config.train.tensorboard = False
+    return set_keys(config, overrides)
+
+
+def set_keys(config, overrides: dict, separator: str = "."):
+    """`config` with each dotted key (`"train.epochs"`) of `overrides` set; returned for chaining."""
     for key, value in overrides.items():
         node = config
-        *parents, leaf = key.split(".")
+        *parents, leaf = key.split(separator)
         for part in parents:
             node = node[part]
         node[leaf] = value

@@ -100,15 +100,11 @@ def smooth(values, window: int) -> np.ndarray:
     return (sums[index] - sums[start]) / (index - start)
 
 
-def flatten_config(config: dict, prefix: str = "") -> dict:
+def flatten_config(config: dict) -> dict:
     """Nested dicts -> {"a.b": value}; lists become tuples (hashable, comparable)."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return out
+    from jaxreviews.options import flatten
+
+    return flatten(config)
 
 
 def config_differences(configs: list[dict]) -> dict[str, list]:

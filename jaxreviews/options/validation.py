@@ -18,13 +18,13 @@ class ConfigError(ValueError):
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested dicts -> {"a.b": value}."""
+    """Nested dicts (a config as JSON) -> {"a.b": value}; lists become tuples (hashable, comparable)."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
             out.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[f"{prefix}{key}"] = value
+            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
     return out
 
 

@@ -1,9 +1,9 @@
 """The device mesh, and where each array of the train state lives on it.
 
-Mesh axes ("data", "model"): the batch is split over "data" (and replicated over "model"); the
-embedding tables (vocabulary, users, products: millions of rows on real data) are split by rows
-over "model", and over "data" as well where that moves less data (`TableSplit`); every other array
-is replicated. A table split over S devices costs V/S rows per device, parameters and Adam moments
+Mesh axes ("members", "data", "model") (`members.make_mesh`): the batch is split over "data" (and
+replicated over "model"); the embedding tables (vocabulary, users, products: millions of rows on
+real data) are split by rows over "model", and over "data" as well where that moves less data
+(`TableSplit`); every other array is replicated (and every array of a member split over "members"). A table split over S devices costs V/S rows per device, parameters and Adam moments
 alike, and each device updates only its rows.
 
 Why over "data" too: with the batch split over D devices and a table replicated, every device
@@ -43,19 +43,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 # Logical axis -> mesh axis. "vocab" and "ids" are the row axes of the word and id tables.
 RULES = (("vocab", "model"), ("ids", "model"), ("embed", None))
 TABLE_AXES = ("vocab", "ids")
-
-
-def make_mesh(model: int = 1, devices=None) -> Mesh:
-    """A ("data", "model") mesh over `devices` (default: every device of the job), `model` devices
-    on the model axis. Devices are in process order, so the model axis stays inside a process
-    (each process then holds whole rows of the data axis, which its batch slice fills)."""
-    devices = np.asarray(jax.devices() if devices is None else devices)
-    if model < 1 or devices.size % model:
-        raise ValueError(f"mesh.model={model} must divide the {devices.size} devices")
-    if model > 1 and jax.process_count() > 1 and jax.local_device_count() % model:
-        raise ValueError(f"mesh.model={model} must divide the {jax.local_device_count()} devices of each process: "
-                         "the model axis must stay within a host")
-    return Mesh(devices.reshape(devices.size // model, model), ("data", "model"))
 
 
 @dataclasses.dataclass(frozen=True)

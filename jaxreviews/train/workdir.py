@@ -99,7 +99,7 @@ class RunDirectory:
         saved = self.saved_config()
         if saved is None:
             return {}
-        before, after = _flat(saved), _flat(json.loads(config.to_json_best_effort()))
+        before, after = options.flatten(saved), options.flatten(json.loads(config.to_json_best_effort()))
         return {k: (before.get(k, "<absent>"), after.get(k, "<absent>")) for k in sorted(set(before) | set(after))
                 if before.get(k, "<absent>") != after.get(k, "<absent>")}
 
@@ -143,12 +143,3 @@ class RunDirectory:
         if self.is_main:
             results.save(self.file("results.json"))
 
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return out

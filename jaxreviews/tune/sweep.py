@@ -39,20 +39,10 @@ SEARCH_KEYS = {"trials": "trials", "method": "method", "storage": "storage", "st
 _log = logging.getLogger(__name__)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def compared_config(config: ml_collections.ConfigDict) -> dict:
     """The base config as the study records it: flat, without `search` and the options that do
     not change results (`options.NO_EFFECT_KEYS`)."""
-    flat = _flatten(json.loads(config.to_json_best_effort()))
+    flat = options.flatten(json.loads(config.to_json_best_effort()))
     return {k: v for k, v in flat.items() if not k.startswith("search.") and k not in options.NO_EFFECT_KEYS}
 
 
