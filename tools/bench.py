@@ -72,6 +72,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/, also when loaded by path
+import provenance  # noqa: E402
 from jaxreviews.train import allocator  # no jax import: XLA_FLAGS are set before that
 
 REFERENCE_MODELS = ("han_upa", "han", "cnn", "bilstm", "mf")
@@ -572,7 +574,7 @@ def bench_data_jax(args, reviews) -> dict:
     config = reference_config(args.model, args)
     apply_overrides(config, args.set)
     layout = models.input_layout(config.name)
-    packed = models.batch_layout(config.name, args.layout) == "packed"
+    packed = models.batch_layout(config, args.layout) == "packed"
     rating_range = (min(r.rating for r in reviews), max(r.rating for r in reviews))
     options = dict(layout=layout, batch_size=args.batch, seed=0, max_sentences=args.max_sentences,
                    max_words=args.max_words, max_tokens=args.max_tokens, rating_range=rating_range)
@@ -707,6 +709,7 @@ def main(argv=None) -> None:
 
         rows = bench_memory(args)
         print()
+        print(provenance.line(provenance.describe()) + "\n")
         print("| model | global batch | devices | parameters | optimiser state | batch | temporaries | peak |")
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
@@ -726,6 +729,7 @@ def main(argv=None) -> None:
         sys.path.insert(0, REPO)
         rows = bench_members(args)
         print()
+        print(provenance.line(provenance.describe()) + "\n")
         print("| model | K | ms/step | model-docs/s | K runs / one K-member step (wall) | (CPU time) | peak MB | MB per member |")
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
@@ -779,6 +783,7 @@ def run_all(args, argv) -> None:
         ratio = next((line for line in lines if "ratio" in line), None)
         rows.append((name, jax_line, ratio))
     print()
+    print(provenance.line(provenance.describe()) + "\n")
     print("| model | jax ms/step | jax docs/s | torch docs/s | ratio | compilations |")
     print("|---|---|---|---|---|---|")
     for name, j, r in rows:

@@ -48,6 +48,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/, also when loaded by path
+import provenance  # noqa: E402
 from jaxreviews.data import readers  # noqa: E402  (no jax import yet)
 from jaxreviews.data.types import Review  # noqa: E402
 
@@ -385,6 +387,7 @@ def main(argv=None) -> dict:
     mean = float(np.mean(train.ratings))
     baseline = {"rmse": round(float(np.sqrt(np.mean((test.ratings - mean) ** 2))), 4),
                 "mae": round(float(np.mean(np.abs(test.ratings - mean))), 4)}
+    print(provenance.line(provenance.describe()) + "\n")
     print(format_table(results, baseline))
     print(json.dumps(results))
     return results

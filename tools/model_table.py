@@ -7,7 +7,8 @@ Each row is one `python -m experiments.train ... --config.num_seeds=K` run (the 
 one compiled program), into WORKDIR/ROW; a row whose run has finished is read, not re-run, so an
 interrupted table picks up where it stopped. The majority and mean-rating rows are the baselines
 every run scores on the same test split (fitted on train). Wall time is the run's, start to end,
-all K seeds, compilation included. Prints the markdown table, then one JSON line with every figure.
+all K seeds, compilation included. Prints the date, commit, machine and command, the markdown
+table, then one JSON line with every figure.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/, also when loaded by path
+import provenance  # noqa: E402
 from jaxreviews.train.results import RunResults  # noqa: E402
 
 METRICS = ("accuracy", "macro_f1", "rmse")
@@ -117,8 +120,11 @@ def main(argv=None) -> None:
         baselines = baselines or results["baselines"]
         rows.append(summarise(name, results))
         print(json.dumps(rows[-1]), flush=True)
+    made = provenance.describe()
+    print(provenance.line(made) + "\n")
     print(markdown(rows, baselines))
-    print(json.dumps({"data": args.data, "seeds": args.seeds, "baselines": baselines, "rows": rows}))
+    print(json.dumps({"data": args.data, "seeds": args.seeds, "baselines": baselines, "rows": rows,
+                      "provenance": made}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ vector and per-user / per-product rating biases.
     python -m experiments.train --config=experiments/configs/han_upa.py:amazon_beauty
 
 On the default synthetic corpus it reaches about 0.61 test accuracy / 0.76 RMSE on 2 CPU cores
-(README, "Quick start", for the measured time) (HAN alone: 0.55 / 0.94; majority class 0.34). Attention-only UPA, as in Chen et al.
+(docs/measured.md has the measured figures, time and command) (HAN alone: 0.55 / 0.94; majority class 0.34). Attention-only UPA, as in Chen et al.
 (2016): --config.model.user_product.concat_to_document=False --config.model.user_product.rating_biases=False.
 """
 from experiments.configs import base
