@@ -95,10 +95,23 @@ def test_mfu_uses_the_chip_peak_and_none_on_cpu():
     assert accounting.peak_flops(types.SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 PCIe")) == 756e12
     assert accounting.peak_flops(types.SimpleNamespace(platform="tpu", device_kind="TPU v5 lite")) == 197e12
     figures = accounting.throughput(flops_per_step=10 ** 12, steps=100, seconds=2.0, reviews=6400, tokens=640000,
-                                    devices=8, device=h100)
+                                    devices=8, device=h100, dtype="bfloat16")
     assert figures["achieved_flops_per_s"] == 5e13
     np.testing.assert_allclose(figures["mfu"], 5e13 / (8 * 989e12), rtol=1e-3)
     assert figures["docs_per_s_per_device"] == 400 and figures["tokens_per_s_per_device"] == 40000
+
+
+def test_float32_is_measured_against_the_peak_it_runs_at():
+    """float32 matmuls run as TF32 on GPUs (half the bf16 rate; V100 and T4 have no TF32: their
+    float32 rate) and as bf16 passes on TPUs: MFU against that peak, not bfloat16's."""
+    gpu = lambda kind: types.SimpleNamespace(platform="gpu", device_kind=kind)  # noqa: E731
+    assert accounting.peak_flops(gpu("NVIDIA H200"), "float32") == 989e12 / 2
+    assert accounting.peak_flops(gpu("NVIDIA H200"), "bfloat16") == 989e12
+    assert accounting.peak_flops(gpu("Tesla V100-SXM2-16GB"), "float32") == 15.7e12
+    assert accounting.peak_flops(types.SimpleNamespace(platform="tpu", device_kind="TPU v4"), "float32") == 275e12
+    figures = accounting.throughput(flops_per_step=10 ** 12, steps=100, seconds=2.0, reviews=6400, tokens=640000,
+                                    devices=1, device=gpu("NVIDIA H200"))  # float32, the default
+    np.testing.assert_allclose(figures["mfu"], 5e13 / (989e12 / 2), rtol=1e-3)
     cpu = accounting.throughput(flops_per_step=1, steps=1, seconds=1.0, reviews=1, tokens=1, devices=1,
                                 device=types.SimpleNamespace(platform="cpu", device_kind="cpu"))
     assert cpu["mfu"] is None

@@ -111,20 +111,22 @@ def test_stopping_and_resuming_many_times_always_ends_with_the_same_parameters(u
     assert train_losses(tmp_path) == train_losses(workdir)
 
 
+class StopAfter:
+    """A stop request after `steps` steps (the loop asks `is_set()` once after each step)."""
+
+    def __init__(self, steps):
+        self.steps, self.asked = steps, 0
+
+    def is_set(self):
+        self.asked += 1
+        return self.asked >= self.steps
+
+
 def test_a_stop_request_saves_the_step_and_the_same_call_resumes(uninterrupted, tmp_path):
     """What SIGTERM does in the command, through the library: `stop` set after step 25 (between
     two records), the run saves step 25 with the open metrics window and returns None; the same
     call resumes to the uninterrupted run's parameters and records."""
     workdir, r = uninterrupted
-
-    class StopAfter:  # the loop asks `is_set()` once after each step
-        def __init__(self, steps):
-            self.steps, self.asked = steps, 0
-
-        def is_set(self):
-            self.asked += 1
-            return self.asked >= self.steps
-
     assert run_here(tmp_path, tiny(), stop=StopAfter(25)) is None
     assert not os.path.exists(tmp_path / "results.json")
     assert sorted(int(n) for n in os.listdir(tmp_path / "checkpoints" / "latest") if n.isdigit())[-1] == 25
@@ -226,3 +228,24 @@ def test_packed_batches_sharded_over_eight_devices(tmp_path):
     assert "8 devices" in done.stdout and r["layout"] == "packed"
     assert r["buckets"][0][0] % 8 == 0 and r["buckets"][0][2] % 8 == 0  # rows shard evenly
     assert r["test"]["reviews"] == 60
+
+
+def test_batches_moved_in_groups_train_as_one_at_a_time(uninterrupted, tmp_path):
+    """train.steps_per_transfer (accelerators' default 16): 4 batches moved at once, each step
+    picking its own inside the program, stopped at step 25 (inside a group), resumed with groups
+    of 7 (an epoch of 30 steps ends inside a group either way): the uninterrupted run's parameters
+    and records, one train program."""
+    workdir, r = uninterrupted
+    assert run_here(tmp_path, tiny(**{"train.steps_per_transfer": 4}), stop=StopAfter(25)) is None
+    resumed = run_here(tmp_path, tiny(**{"train.steps_per_transfer": 7}))
+    assert resumed.param_checksum == r.param_checksum
+    assert train_losses(tmp_path) == train_losses(workdir)
+    assert resumed.compilations["train_step"] <= 1
+
+
+def test_members_with_their_own_orders_move_in_groups_too(tmp_path):
+    """Each member its own batches ([K, B, ...]), stacked in groups of 3: as one at a time."""
+    config = dict(num_seeds=2, member_data_order=True, **{"train.epochs": 1})
+    one = run_here(tmp_path / "one", tiny("cnn", **config))
+    grouped = run_here(tmp_path / "grouped", tiny("cnn", **config, **{"train.steps_per_transfer": 3}))
+    assert grouped.param_checksum == one.param_checksum and grouped.test == one.test

@@ -79,7 +79,9 @@ from jaxreviews.train import allocator  # no jax import: XLA_FLAGS are set befor
 REFERENCE_MODELS = ("han_upa", "han", "cnn", "bilstm", "mf")
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-TORCH_REFERENCE = os.path.normpath(os.path.join(REPO, "..", "shared", "bench", "torch_reference.py"))
+# The PyTorch reference: --torch-reference, else $JAXREVIEWS_TORCH_REFERENCE, else beside the checkout.
+TORCH_REFERENCE = os.environ.get("JAXREVIEWS_TORCH_REFERENCE") or os.path.normpath(
+    os.path.join(REPO, "..", "shared", "bench", "torch_reference.py"))
 TORCH_PYTHON = "/tmp/torch-ref/bin/python"
 
 
@@ -107,6 +109,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="allocator settings of the torch process (same = as --malloc)")
     p.add_argument("--compare", action="store_true", help="also run the torch reference and print the ratio")
     p.add_argument("--torch-python", default=TORCH_PYTHON)
+    p.add_argument("--torch-reference", default=TORCH_REFERENCE,
+                   help="torch_reference.py (default $JAXREVIEWS_TORCH_REFERENCE or ../shared/bench/)")
     p.add_argument("--repeats", type=int, default=1, help="with --compare: alternate jax/torch this many times")
     p.add_argument("--all", action="store_true", help="every reference model, one process each, then a table")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -129,6 +133,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-words", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=512)
     p.add_argument("--num-buckets", type=int, default=6, help="padded layout: bucket shapes")
+    p.add_argument("--steps_per_transfer", type=int, default=0,
+                   help="--data: batches moved to the device at once, as train.steps_per_transfer (0 = auto: 1 on "
+                        "CPU, 16 on accelerators; one batch shape only)")
     p.add_argument("--pipeline_passes", type=int, default=3,
                    help="--data: passes from the pipeline and from batches on the device, alternating")
     return p.parse_args(argv)
@@ -284,11 +291,11 @@ def build_program(args, batch_size: int | None = None):
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from jaxreviews import models
-    from jaxreviews.train import sharding
+    from jaxreviews.train import members, sharding
 
     devices = jax.devices()[:args.devices] if args.devices else jax.devices()
-    mesh = sharding.make_mesh(args.mesh_model, devices)
     size = args.batch if batch_size is None else batch_size
+    mesh = members.make_mesh(1, size, model=args.mesh_model, devices=devices)  # one member: ("data", "model")
     if size % mesh.shape["data"]:
         raise SystemExit(f"--batch {size} must be a multiple of the mesh's {mesh.shape['data']} data devices")
     config = reference_config(args.model, args)
@@ -382,7 +389,7 @@ def bench_jax(args) -> dict:
         result.update(compilations=len(compiles), compile_s=round(compile_wall_s, 2), loss=round(float(loss), 4))
         result.update(accounting.throughput(flops_per_step=flops, steps=1, seconds=seconds_per_step,
                                             reviews=args.batch, tokens=args.batch * tokens_per_doc(args, config),
-                                            devices=devices, device=mesh.devices.flat[0]))
+                                            devices=devices, device=mesh.devices.flat[0], dtype=args.dtype))
         result.update(peak_bytes=memory["peak_bytes"], temporary_bytes=memory["temporary_bytes"],
                       cpu_ms_per_step=round(statistics.median(cpu_seconds) * 1e3, 2))
 
@@ -508,9 +515,26 @@ def bench_members(args) -> list[dict]:
     return rows
 
 
+def step_time_fit(rows: list[dict]) -> dict | None:
+    """Least squares t(K) = a + b K over the rows' (K, ms/step): a is what every step costs
+    whatever K (dispatch, the host, small kernels), b what each member adds; a / b members are
+    needed before the members dominate. None with fewer than two distinct K."""
+    import numpy as np
+
+    ks = np.array([r["num_seeds"] for r in rows], float)
+    ts = np.array([r["ms_per_step"] for r in rows], float)
+    if len(set(ks)) < 2:
+        return None
+    b, a = np.polyfit(ks, ts, 1)
+    residual = ts - (a + b * ks)
+    return {"fixed_ms": round(float(a), 3), "per_member_ms": round(float(b), 3),
+            "max_abs_residual_ms": round(float(np.abs(residual).max()), 3),
+            "speedup_limit": None if b <= 0 else round(float((a + b) / b), 1)}
+
+
 def run_torch(args) -> dict | None:
-    if not os.path.exists(args.torch_python) or not os.path.exists(TORCH_REFERENCE):
-        print(f"torch reference not run: need {args.torch_python} and {TORCH_REFERENCE}", file=sys.stderr)
+    if not os.path.exists(args.torch_python) or not os.path.exists(args.torch_reference):
+        print(f"torch reference not run: need {args.torch_python} and {args.torch_reference}", file=sys.stderr)
         return None
     flags = ["--model", args.model]
     for name in ("batch", "sentences", "words", "tokens", "vocab", "embed", "hidden", "users", "products",
@@ -521,11 +545,11 @@ def run_torch(args) -> dict | None:
     if malloc == "keep":  # glibc settings as in allocator.keep_freed_memory(), then the reference as is
         wrapper = ("import ctypes, runpy, sys; libc = ctypes.CDLL('libc.so.6'); "
                    "libc.mallopt(-8, 1); libc.mallopt(-4, 0); libc.mallopt(-1, 2**31 - 1); "
-                   f"sys.argv = [{TORCH_REFERENCE!r}] + sys.argv[1:]; "
-                   f"runpy.run_path({TORCH_REFERENCE!r}, run_name='__main__')")
+                   f"sys.argv = [{args.torch_reference!r}] + sys.argv[1:]; "
+                   f"runpy.run_path({args.torch_reference!r}, run_name='__main__')")
         command = [args.torch_python, "-c", wrapper, *flags]
     else:
-        command = [args.torch_python, TORCH_REFERENCE, *flags]
+        command = [args.torch_python, args.torch_reference, *flags]
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     if out.returncode:
         print(out.stderr, file=sys.stderr)
@@ -555,6 +579,7 @@ def bench_data_jax(args, reviews) -> dict:
     threads = threads_in_use(args.threads)
     configure_threads(threads)
     import jax
+    import numpy as np
     import optax
 
     from jaxreviews import models
@@ -605,6 +630,38 @@ def bench_data_jax(args, reviews) -> dict:
         state, metrics = step(state, batch, key)
     jax.block_until_ready(metrics)
 
+    # The library's input path (loop.Trainer.run_epoch): one batch a transfer, or groups of
+    # `per` stacked batches, each step picking its own inside the program.
+    per = args.steps_per_transfer or (16 if models.backend.is_accelerator() else 1)
+    per = per if len(shapes) == 1 else 1
+    if per > 1:
+        def pick(s, batches, index, k):
+            return step_fn(s, jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, 0, keepdims=False),
+                                           batches), k)
+
+        step_fn = step_lib.make_train_step(model, tx, config.head, norms=False)
+        grouped_step = jax.jit(pick, donate_argnums=0)
+        indices = [jax.device_put(np.int32(i)) for i in range(per)]
+        steps_per_epoch = batcher.steps_per_epoch
+        group = next(batching.stacked(batcher.epoch(0), per))
+        compile_started = time.perf_counter()
+        grouped_step.lower(state, group, indices[0], key).compile()
+        compile_s += time.perf_counter() - compile_started
+        state, metrics = grouped_step(state, jax.device_put(group), indices[0], key)
+        jax.block_until_ready(metrics)
+
+    def library_pass():
+        nonlocal state, metrics
+        if per == 1:
+            for batch in batching.prefetch(batcher.epoch(1), 2, jax.device_put):
+                state, metrics = step(state, batch, key)
+            return
+        done = 0
+        for group in batching.prefetch(batching.stacked(batcher.epoch(1), per), 2, jax.device_put):
+            for index in range(min(per, steps_per_epoch - done)):
+                state, metrics = grouped_step(state, group, indices[index], key)
+            done += per
+
     compiles_before = len(compiles)
     # The same pass over batches already on the device: what the input pipeline costs. The two
     # passes alternate --pipeline_passes times (medians), so a change in the machine's load hits both.
@@ -613,8 +670,7 @@ def bench_data_jax(args, reviews) -> dict:
     pipeline_runs, device_runs = [], []
     for _ in range(max(1, args.pipeline_passes)):
         timed_started = time.perf_counter()
-        for batch in batching.prefetch(batcher.epoch(1), 2, jax.device_put):
-            state, metrics = step(state, batch, key)
+        library_pass()
         jax.block_until_ready(metrics)
         pipeline_runs.append(time.perf_counter() - timed_started)
         device_started = time.perf_counter()
@@ -628,6 +684,7 @@ def bench_data_jax(args, reviews) -> dict:
             "batch": args.batch, "reviews": len(data), "padding_efficiency": padding["efficiency"],
             "seconds": round(seconds, 2), "docs_per_s": round(len(data) / seconds, 1),
             "layout": "packed" if packed else "padded", "shapes": [list(b) for b in batcher.buckets],
+            "steps_per_transfer": per, "backend": jax.default_backend(),
             "compile_s": round(compile_s, 2), "programs": len(shapes),
             "compilations_while_timed": len(compiles) - compiles_before, "pipeline_s": round(pipeline_s, 2),
             "docs_per_s_batches_on_device": round(len(data) / device_seconds, 1),
@@ -638,14 +695,14 @@ def bench_data_jax(args, reviews) -> dict:
 
 
 def run_torch_data(args, literature_file: str) -> dict | None:
-    if not os.path.exists(args.torch_python) or not os.path.exists(TORCH_REFERENCE):
-        print(f"torch reference not run: need {args.torch_python} and {TORCH_REFERENCE}", file=sys.stderr)
+    if not os.path.exists(args.torch_python) or not os.path.exists(args.torch_reference):
+        print(f"torch reference not run: need {args.torch_python} and {args.torch_reference}", file=sys.stderr)
         return None
     flags = ["--model", args.model, "--data", literature_file, "--threads", str(threads_in_use(args.threads))]
     for name in ("batch", "vocab", "embed", "hidden", "classes", "warmup", "max_sentences", "max_words", "max_tokens"):
         flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "XLA_FLAGS")}
-    out = subprocess.run([args.torch_python, TORCH_REFERENCE, *flags], capture_output=True, text=True, env=env)
+    out = subprocess.run([args.torch_python, args.torch_reference, *flags], capture_output=True, text=True, env=env)
     if out.returncode:
         print(out.stderr, file=sys.stderr)
         return None
@@ -737,6 +794,12 @@ def main(argv=None) -> None:
             per = f"{r['bytes_per_member'] / 2 ** 20:.1f}" if "bytes_per_member" in r else "-"
             print(f"| {r['model']} | {r['num_seeds']} | {r['ms_per_step']} | {r['model_docs_per_s']} | "
                   f"{r['ratio_vs_separate']:.2f} | {r['cpu_ratio_vs_separate']:.2f} | {peak} | {per} |")
+        fit = step_time_fit(rows)
+        if fit is not None:
+            print(f"\nstep time t(K) = {fit['fixed_ms']} ms + {fit['per_member_ms']} ms x K (largest residual "
+                  f"{fit['max_abs_residual_ms']} ms): K members reach at most {fit['speedup_limit']}x the "
+                  "model-docs/s of one")
+            print(json.dumps({"model": args.model, "step_time_fit": fit}), flush=True)
         return None
     if args.malloc == "keep":
         allocator.keep_freed_memory()

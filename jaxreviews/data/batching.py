@@ -300,6 +300,21 @@ class Batcher:
         return np.minimum(arrays.sentence_lengths[sentences], max_words)
 
 
+def stacked(batches: Iterator[Batch], count: int) -> Iterator[Batch]:
+    """Every `count` consecutive batches (of one shape) as one: each array gains a leading axis of
+    `count`. The last group is filled up with copies of its last batch (never trained on: the
+    loop knows how many steps an epoch has left), so every group has one shape."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == count:
+            yield {key: np.stack([b[key] for b in group]) for key in group[0]}
+            group = []
+    if group:
+        group += [group[-1]] * (count - len(group))
+        yield {key: np.stack([b[key] for b in group]) for key in group[0]}
+
+
 def prefetch(batches: Iterator[Batch], size: int = 2,
              transform: Callable[[Batch], object] | None = None) -> Iterator[object]:
     """Builds (and optionally transforms, e.g. `jax.device_put`) the next `size` batches on a

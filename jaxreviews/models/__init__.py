@@ -34,13 +34,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxreviews.models import heads, layers
+from jaxreviews.models import backend, heads, layers
 from jaxreviews.options import schema
 from jaxreviews.models.mf import MatrixFactorization, TrainingPairs
 from jaxreviews.models.text import HierarchicalAttention, KimCNN, RNNClassifier
 
-__all__ = ["MODEL_NAMES", "TrainingPairs", "batch_layout", "build_model", "count_parameters", "default_model_config",
-           "heads", "input_layout", "training_statistics"]
+__all__ = ["MODEL_NAMES", "TrainingPairs", "backend", "batch_layout", "build_model", "count_parameters",
+           "default_model_config", "heads", "input_layout", "training_statistics"]
 
 MODEL_NAMES = schema.MODEL_NAMES
 _LAYOUTS = {"cnn": "flat", "rnn": "flat", "bilstm": "flat", "han": "hierarchical", "han_upa": "hierarchical",
@@ -64,16 +64,18 @@ def input_layout(name: str) -> str:
 BATCH_LAYOUTS = ("auto", "packed", "padded")
 
 
-def batch_layout(name: str, option: str = "auto") -> str:
-    """"packed" or "padded" batches for model `name` (`data.layout`). "auto" packs every text model:
-    on real files (tools/bench.py --data) packed batches were as fast or faster for each of them and
-    compile one program instead of one per bucket. "mf" reads ids only ("padded": no text)."""
-    _check_name(name)
+def batch_layout(model: ml_collections.ConfigDict, option: str = "auto", backend_name: str | None = None) -> str:
+    """"packed" or "padded" batches for `model` (its config; `data.layout`). "auto": the backend's
+    pick (`backend.batch_layout`): on CPU every text model packs (on real files, tools/bench.py
+    --data, packed batches were as fast or faster for each of them and compile one program instead
+    of one per bucket); on accelerators the flat recurrent models read length buckets. "mf" reads
+    ids only ("padded": no text)."""
+    _check_name(model.name)
     if option not in BATCH_LAYOUTS:
         raise ValueError(f"unknown data.layout {option!r}; choose one of {BATCH_LAYOUTS}")
-    if _LAYOUTS[name] == "ids":
+    if _LAYOUTS[model.name] == "ids":
         return "padded"
-    return "packed" if option == "auto" else option
+    return backend.batch_layout(model, backend_name) if option == "auto" else option
 
 
 def default_model_config(name: str) -> ml_collections.ConfigDict:

@@ -9,9 +9,10 @@ All filter widths run as ONE matmul: x @ [E, sum_k k*F] gives every tap of every
 window is the sum of k time-shifted slices.
 
 Max over time is the hot path of the Kim CNN (`conv_max_over_time`):
-  * forward: a scan over chunks of whole rows (~2048 tokens), so each chunk's [tokens, 12 * F] tap
-    matrix stays in cache instead of a 59 MB one going through memory; argmax as a min over the
-    steps that reach the max (XLA:CPU's variadic argmax reduction was 20 ms of a 100 ms step).
+  * forward: a scan over chunks of whole rows (~2048 tokens on CPU; one chunk on accelerators,
+    `backend.conv_chunk_tokens`), so each chunk's [tokens, 12 * F] tap matrix stays in cache
+    instead of a 59 MB one going through memory; argmax as a min over the steps that reach the
+    max (XLA:CPU's variadic argmax reduction was 20 ms of a 100 ms step).
   * backward (custom VJP): the gradient reaches only the argmax window of each (row, filter), so
     those windows are gathered for the kernels' gradient and kernel * g is scattered into them for
     the input's, O(N * F * k * E) instead of the dense transposed convolution's O(T * N * F * k * E).
@@ -26,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxreviews.models import layers
+from jaxreviews.models import backend, layers
 
 Array = jax.Array
 MONOTONE = ("relu", "tanh", "sigmoid", "leaky_relu", "elu", "identity")
@@ -82,11 +83,14 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 def _chunk_layout(batch: int, steps: int) -> tuple[int, int, int]:
     """(shards, chunks, rows): a batch of `batch` rows walked in `chunks` scan steps, each taking
-    `rows` rows (~CHUNK_TOKENS tokens) from each of the `shards` equal parts the devices hold
-    (`layers.batch_shards`): the scan then runs on every device at once, never across them."""
+    `rows` rows (~`backend.conv_chunk_tokens()` tokens; all of them in one chunk on accelerators)
+    from each of the `shards` equal parts the devices hold (`layers.batch_shards`): the scan then
+    runs on every device at once, never across them."""
     shards = layers.batch_shards()
     shards = shards if batch % shards == 0 else 1
-    rows = _largest_divisor_at_most(batch // shards, max(1, CHUNK_TOKENS // steps))
+    tokens = backend.conv_chunk_tokens()
+    per_shard = batch // shards
+    rows = per_shard if tokens is None else _largest_divisor_at_most(per_shard, max(1, tokens // steps))
     return shards, batch // (shards * rows), rows
 
 
@@ -109,9 +113,6 @@ def conv_max_over_time(x: Array, mask: Array, kernels: tuple[Array, ...]) -> Arr
     """Batch-major x [N, T, E], mask [N, T] -> max over real window starts of the convolution,
     [N, sum F] (0 for a row without a real step)."""
     return _conv_max_forward(x, mask, kernels)[0]
-
-
-CHUNK_TOKENS = 2048  # tokens per chunk: the chunk's tap matrix [tokens, sum k*F] stays in cache
 
 
 def _conv_max_forward(x, mask, kernels):

@@ -47,7 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxreviews.models import layers
+from jaxreviews.models import backend, layers
 
 Array = jax.Array
 CELLS = ("lstm", "gru")
@@ -355,7 +355,6 @@ class RecurrentKernel(nn.Module):
 
 
 PROJECTIONS = ("auto", "chunked", "fused", "hoisted")
-HOIST_BELOW_ROWS = 128  # "auto" for a GRU: hoist when a step has fewer rows (sequences) than this
 
 
 class RecurrentLayer(nn.Module):
@@ -363,9 +362,10 @@ class RecurrentLayer(nn.Module):
     (outputs [T, N, K*H] with forward then backward features, final states [N, K*H]).
 
     `input_projection`: "fused", "hoisted" or "chunked" (see the module docstring; all give the
-    same numbers), or "auto": "chunked" for an LSTM; for a GRU "hoisted" below HOIST_BELOW_ROWS
-    rows per step, else "fused". Parameters: `input_kernel` [K, D, G], `bias` [K, G],
-    `recurrent/kernel` [K, H, G] (+ `recurrent/bias` for a GRU) whichever path runs.
+    same numbers), or "auto": the backend's pick (`backend.recurrent_projection`: on CPU "chunked"
+    for an LSTM, for a GRU "hoisted" below 128 rows a step, else "fused"; "hoisted" on
+    accelerators). Parameters: `input_kernel` [K, D, G], `bias` [K, G], `recurrent/kernel`
+    [K, H, G] (+ `recurrent/bias` for a GRU) whichever path runs.
     """
 
     cell: str = "lstm"
@@ -392,7 +392,7 @@ class RecurrentLayer(nn.Module):
         bias = self.param("bias", _forget_bias_init(self.cell, self.hidden_size), (k, gates), jnp.float32)
         mode = self.input_projection
         if mode == "auto":
-            mode = "chunked" if self.cell == "lstm" else ("hoisted" if batch < HOIST_BELOW_ROWS else "fused")
+            mode = backend.recurrent_projection(self.cell, batch)
         if mode == "chunked" and self.cell != "lstm":
             mode = "fused"
 

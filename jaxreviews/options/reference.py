@@ -283,6 +283,9 @@ TRAIN = {
     "log_every_steps": _no_effect(50, "write the training record (with gradient norms) every N steps",
                                   check=NON_NEGATIVE),
     "prefetch": _no_effect(2, "batches prepared ahead on a background thread", check=NON_NEGATIVE),
+    "steps_per_transfer": _no_effect(0, "training batches moved to the device at once, each step picking its "
+                                     "own inside the program (one batch shape only); 0 = auto: 1 on CPU, "
+                                     "16 on accelerators", check=NON_NEGATIVE),
     "tensorboard": _no_effect(True, "write TensorBoard scalars beside metrics.jsonl"),
     "preemption_check_every_steps": _no_effect(10, "several processes: how often they agree on a SIGTERM",
                                                check=COUNT),

@@ -50,15 +50,25 @@ PEAK_FLOPS = (
 )
 
 
-def peak_flops(device=None) -> float | None:
-    """The peak dense bf16 FLOP/s of `device` (default: the first), or None where unknown (CPU)."""
+# float32 matmuls: JAX's default precision runs them as TF32 on GPUs that have it (half the dense
+# bf16 rate) and as bf16 passes on TPUs (the bf16 rate); these GPUs have no TF32: their float32 peak.
+FLOAT32_PEAK_FLOPS = (("V100", 15.7e12), ("T4", 8.1e12))
+
+
+def peak_flops(device=None, dtype: str = "bfloat16") -> float | None:
+    """The peak dense FLOP/s of `device` (default: the first) for matmuls in `dtype` (the compute
+    dtype: bfloat16, or float32 at JAX's default precision), or None where unknown (CPU)."""
     device = jax.devices()[0] if device is None else device
     if device.platform == "cpu":
         return None
-    kind = getattr(device, "device_kind", "")
+    kind = getattr(device, "device_kind", "").lower()
+    if dtype == "float32" and device.platform != "tpu":
+        for name, peak in FLOAT32_PEAK_FLOPS:
+            if name.lower() in kind:
+                return peak
     for name, peak in PEAK_FLOPS:
-        if name.lower() in kind.lower():
-            return peak
+        if name.lower() in kind:
+            return peak / 2 if dtype == "float32" and device.platform != "tpu" else peak
     return None
 
 
@@ -137,12 +147,9 @@ def format_bytes(count: float) -> str:
     return f"{int(count)} B"
 
 
-def step_costs(step_fn, state, batch, key) -> dict:
-    """Memory (per device) and counted FLOPs (the whole step, all devices) of jitted
-    `step_fn(state, batch, key)`, compiled ahead of time: the later call with the same shapes
-    reuses the program."""
-    traced = step_fn.trace(state, batch, key)
-    compiled = traced.lower().compile()
+def step_costs(traced, compiled, state) -> dict:
+    """Memory (per device) and counted FLOPs (the whole step, all devices) of a train step taking
+    `state`, from its trace and its program (`compilation.compile_ahead`)."""
     return {**step_memory(compiled, state), "flops_per_step": count_flops(traced.jaxpr)}
 
 
@@ -153,11 +160,12 @@ def describe_memory(costs: dict) -> str:
 
 
 def throughput(*, flops_per_step: int, steps: int, seconds: float, reviews: int, tokens: float,
-               devices: int, device=None) -> dict:
-    """Per-device docs/s and tokens/s, achieved FLOP/s (all devices) and MFU (None on CPU)."""
+               devices: int, device=None, dtype: str = "float32") -> dict:
+    """Per-device docs/s and tokens/s, achieved FLOP/s (all devices) and MFU (None on CPU) against
+    the peak of the compute `dtype` (float32: TF32 on GPUs)."""
     seconds = max(seconds, 1e-9)
     achieved = flops_per_step * steps / seconds
-    peak = peak_flops(device)
+    peak = peak_flops(device, dtype)
     return {"docs_per_s_per_device": round(reviews / seconds / devices, 1),
             "tokens_per_s_per_device": round(tokens / seconds / devices, 1),
             "flops_per_step": int(flops_per_step), "achieved_flops_per_s": float(f"{achieved:.4g}"),

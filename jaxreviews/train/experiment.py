@@ -32,7 +32,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxreviews import models
 from jaxreviews.data import batching, packing, pipeline
-from jaxreviews.train import distributed, members as members_lib, optimizers, population, sharding as sharding_lib
+from jaxreviews.train import checkpoints, distributed, members as members_lib, optimizers, population
+from jaxreviews.train import sharding as sharding_lib
 from jaxreviews.train import step as step_lib
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Experiment:
     example_batch: dict  # this process's part of one member's first training batch (host arrays)
     programs: Programs
     program_key: str
+    steps_per_transfer: int = 1  # training batches moved to the device at once (`transfer_steps`)
 
     @property
     def num_members(self) -> int:
@@ -115,20 +117,27 @@ class Experiment:
         batching.check_ids(batch, vocab_size=len(self.splits.vocab), num_users=len(self.splits.users),
                            num_products=len(self.splits.products))
 
-    def to_device(self, batch: dict) -> dict:
-        """This process's part of a global batch -> global arrays split over the mesh's data axis,
-        once every id in it is checked against its embedding table."""
+    def to_device(self, batch: dict, spec: P = P("data")) -> dict:
+        """This process's part of a global batch -> global arrays split over the mesh's data axis
+        (`spec`), once every id in it is checked against its embedding table. One process: the
+        whole batch in one transfer call."""
         self._check(batch)
-        data = NamedSharding(self.mesh, P("data"))
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), batch)
+        sharding = NamedSharding(self.mesh, spec)
+        if jax.process_count() == 1:
+            return jax.device_put(batch, sharding)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+    def train_inputs(self, epoch: int, start: int = 0):
+        """The host side of an epoch's training batches from step `start`: one batch a step, or
+        groups of `steps_per_transfer` batches stacked (`batching.stacked`)."""
+        batches = self.train_batches.epoch(epoch, start)
+        return batches if self.steps_per_transfer == 1 else batching.stacked(batches, self.steps_per_transfer)
 
     def train_to_device(self, batch: dict) -> dict:
-        """A training batch on the mesh: [K, B, ...] on ("members", "data") when each member has its own."""
-        if not self.own_batches:
-            return self.to_device(batch)
-        self._check(batch)
-        sharding = NamedSharding(self.mesh, P("members", "data"))
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+        """A training input (`train_inputs`) on the mesh: the batch axis on "data", after the
+        member axis when each member has its own order, after the group axis when stacked."""
+        spec = ("members", "data") if self.own_batches else ("data",)
+        return self.to_device(batch, P(*((None,) if self.steps_per_transfer > 1 else ()), *spec))
 
     def init_state(self, keys: jax.Array) -> step_lib.TrainState:
         """Every member's fresh state from its init key (on the members axis: `members.member_keys`),
@@ -181,14 +190,18 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
                                  model=int(config.mesh.model))
     execution = members_lib.member_execution(config.member_execution, len(seeds), mesh)
     own_batches = bool(config.member_data_order) and len(seeds) > 1
-    first_order, valid_batches, test_batches = make_batchers(config, splits)
+    layout = batch_layout(config, workdir)
+    first_order, valid_batches, test_batches = make_batchers(config, splits, layout)
     train_batches = first_order
     if own_batches:
         order = shuffle_seed(config)
-        train_batches = MemberBatches([first_order] + [train_batcher(config, splits, order + i, like=first_order)
+        train_batches = MemberBatches([first_order] + [train_batcher(config, splits, order + i, layout,
+                                                                     like=first_order)
                                                        for i in range(1, len(seeds))])
+    per_transfer = transfer_steps(config, first_order)
+    auto = {**models.backend.choices(config.model, layout), "train.steps_per_transfer": per_transfer}
     if is_main:
-        _log_data(splits, first_order, mesh, batch_size, time.perf_counter() - started)
+        _log_data(splits, first_order, mesh, batch_size, time.perf_counter() - started, auto)
 
     example_batch = next(iter(first_order.epoch(0)))
     split = sharding_lib.TableSplit.decide(mesh, rows={
@@ -209,7 +222,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
         rating_range=splits.rating_range)
     sizes = dict(**rows, num_classes=splits.num_classes, rating_range=splits.rating_range)
     model = models.build_model(config.model, pretrained_embeddings=splits.pretrained, **sizes, **statistics)
-    model_info = model_description(config, splits, sizes, statistics, first_order, workdir)
+    model_info = model_description(config, splits, sizes, statistics, first_order, auto, workdir)
     tx, schedule = optimizers.make_optimizer(
         config.optimizer, steps_per_epoch=train_batches.steps_per_epoch, total_epochs=config.train.epochs,
         batch_size=batch_size, cycles=int(config.train.snapshots),
@@ -220,7 +233,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
     programs = cache.get(key) if cache is not None else None
     if programs is None:
         programs = make_programs(model, tx, config, splits, mesh=mesh, state_sharding=state_sharding,
-                                 execution=execution, own_batches=own_batches, num_members=len(seeds))
+                                 execution=execution, own_batches=own_batches, num_members=len(seeds),
+                                 steps_per_transfer=per_transfer)
         if cache is not None:
             cache.put(key, programs)
     hyperparameters = population.values(config)
@@ -229,7 +243,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
         test_batches=test_batches, model=model, model_info=model_info, tx=tx, schedule=schedule, mesh=mesh,
         seeds=seeds, hyperparameters=hyperparameters, own_batches=own_batches,
         snapshot_steps=snapshot_steps(config, train_batches.steps_per_epoch), execution=execution,
-        state_sharding=state_sharding, example_batch=example_batch, programs=programs, program_key=key)
+        state_sharding=state_sharding, example_batch=example_batch, programs=programs, program_key=key,
+        steps_per_transfer=per_transfer)
     if is_main and len(seeds) > 1:
         described = population.describe(hyperparameters)
         log.info("members: %d (seeds %s), mesh %s, %s, %s training order%s%s", len(seeds), _seed_range(seeds),
@@ -246,9 +261,10 @@ def _seed_range(seeds: list[int]) -> str:
 
 
 def make_programs(model, tx, config, splits, *, mesh: Mesh, state_sharding, execution: str, own_batches: bool,
-                  num_members: int) -> Programs:
-    """The jitted init, train (plain and with norms), eval and best-selection programs."""
-    steps = dict(state_sharding=state_sharding, own_batches=own_batches, execution=execution)
+                  num_members: int, steps_per_transfer: int = 1) -> Programs:
+    """The jitted init, train, eval, metric-sum and best-selection programs."""
+    steps = dict(state_sharding=state_sharding, own_batches=own_batches, execution=execution,
+                 indexed=steps_per_transfer > 1)
     params_sharding = state_sharding.params, state_sharding.model_state
     # A snapshot ensemble is evaluated as its snapshots x members: a batched program whatever K.
     evaluated = num_members * max(1, int(config.train.snapshots))
@@ -301,11 +317,48 @@ def state_shardings(model, tx, mesh: Mesh, batch: dict, pretrained=None, split=N
     return sharding_lib.state_shardings(abstract, params, mesh)
 
 
-def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits):
-    """(train, validation, test) batchers of `data.layout`; evaluation reuses the training shapes,
-    so it compiles one program per training shape and no more."""
-    train = train_batcher(config, splits, shuffle_seed(config))
-    packed, common, caps = _batcher_options(config, splits)
+TRANSFER_STEPS_ON_ACCELERATORS = 16
+
+
+def transfer_steps(config: ml_collections.ConfigDict, train_batches) -> int:
+    """Training batches moved to the device at once (`train.steps_per_transfer`; 0 = auto: 1 on
+    CPU, where host and device share memory, TRANSFER_STEPS_ON_ACCELERATORS elsewhere, where a
+    transfer and dispatch per array per step held the first H200 run's cnn at a third of its
+    step rate). One batch shape only: stacked batches must match."""
+    asked = int(config.train.steps_per_transfer)
+    per = asked or (TRANSFER_STEPS_ON_ACCELERATORS if models.backend.is_accelerator() else 1)
+    if per > 1 and len(train_batches.buckets) > 1:
+        if asked > 1 and jax.process_index() == 0:
+            log.info("train.steps_per_transfer %d: one batch a transfer (%d batch shapes)", asked,
+                     len(train_batches.buckets))
+        return 1
+    return per
+
+
+def batch_layout(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """"packed" or "padded": `data.layout`, where "auto" is the backend's pick
+    (`models.backend`) unless the run in `workdir` started with another: a resumed run keeps
+    the batches it trained on (model.json), whichever backend it resumes on."""
+    picked = models.batch_layout(config.model, config.data.layout)
+    if config.data.layout != "auto" or not checkpoints.has_checkpoints(workdir):
+        return picked
+    try:
+        with open(os.path.join(workdir, "model.json")) as f:
+            recorded = json.load(f).get("batch_layout")
+    except (OSError, ValueError):
+        return picked
+    if recorded in ("packed", "padded") and recorded != picked:
+        log.info("data.layout auto: %s, as the run started (this %s backend would pick %s)", recorded,
+                 models.backend.current(), picked)
+        return recorded
+    return picked
+
+
+def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, layout: str):
+    """(train, validation, test) batchers of `layout` (`batch_layout`); evaluation reuses the
+    training shapes, so it compiles one program per training shape and no more."""
+    train = train_batcher(config, splits, shuffle_seed(config), layout)
+    packed, common, caps = _batcher_options(config, splits, layout)
     if packed:
         parts = packing_parts(config)
         return (train, packing.PackedBatcher(splits.validation, shape=train.shape, parts=parts, **caps, **common),
@@ -314,10 +367,11 @@ def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits
             batching.Batcher(splits.test, buckets=train.buckets, **common))
 
 
-def train_batcher(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, seed: int, *, like=None):
+def train_batcher(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, seed: int, layout: str, *,
+                  like=None):
     """The training batcher of order `seed`; `like`: another's batcher whose shapes it takes (the
     members with their own orders must batch alike)."""
-    packed, common, caps = _batcher_options(config, splits)
+    packed, common, caps = _batcher_options(config, splits, layout)
     if packed:
         shape = None if like is None else like.shape
         orders = [shuffle_seed(config) + i for i in range(int(config.num_seeds))]
@@ -334,16 +388,14 @@ def packing_parts(config: ml_collections.ConfigDict) -> int:
     return int(config.data.batch_parts) or jax.process_count()
 
 
-def _batcher_options(config: ml_collections.ConfigDict, splits: pipeline.DataSplits):
+def _batcher_options(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, layout: str):
     data = config.data
-    layout = models.input_layout(config.model.name)
-    common = dict(layout=layout, batch_size=config.train.batch_size, rating_range=splits.rating_range,
-                  rating_step=splits.rating_step, process_index=jax.process_index(),
-                  process_count=jax.process_count())
+    common = dict(layout=models.input_layout(config.model.name), batch_size=config.train.batch_size,
+                  rating_range=splits.rating_range, rating_step=splits.rating_step,
+                  process_index=jax.process_index(), process_count=jax.process_count())
     caps = dict(max_sentences=data.max_sentences, max_words=data.max_words, max_tokens=data.max_tokens,
                 multiple=data.bucket_multiple)
-    packed = models.batch_layout(config.model.name, data.layout) == "packed"
-    return packed, common, caps
+    return layout == "packed", common, caps
 
 
 def shuffle_seed(config: ml_collections.ConfigDict) -> int:
@@ -362,9 +414,11 @@ def snapshot_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> l
     return [boundary * accumulation for boundary in optimizers.cycle_boundaries(total, cycles)[1:]]
 
 
-def model_description(config, splits, sizes: dict, statistics: dict, train_batches, workdir: str) -> dict:
-    """model.json: the sizes and training statistics the model was built with, and the batch
-    shapes; with the config and the saved tables, enough to build the same model again (load_run).
+def model_description(config, splits, sizes: dict, statistics: dict, train_batches, auto: dict,
+                      workdir: str) -> dict:
+    """model.json: the sizes and training statistics the model was built with, the batch shapes
+    and what the run's "auto" options picked on its backend (`auto`); with the config and the
+    saved tables, enough to build the same model again (load_run).
     MF's training pairs (SVD++'s N(u)) go to training_pairs.npz beside it."""
     info = {"name": config.model.name, **sizes, "rating_range": list(sizes["rating_range"]),
             "rating_step": splits.rating_step,
@@ -372,8 +426,8 @@ def model_description(config, splits, sizes: dict, statistics: dict, train_batch
             "rating_mean": statistics.get("rating_mean"),
             "label_prior": None if statistics.get("label_prior") is None else
             [float(x) for x in statistics["label_prior"]],
-            "batch_layout": models.batch_layout(config.model.name, config.data.layout),
-            "batch_shapes": [list(b) for b in train_batches.buckets]}
+            "batch_layout": auto["data.layout"], "batch_shapes": [list(b) for b in train_batches.buckets],
+            "auto": auto}
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "model.json"), "w") as f:
             json.dump(info, f, indent=2)
@@ -383,7 +437,7 @@ def model_description(config, splits, sizes: dict, statistics: dict, train_batch
     return info
 
 
-def _log_data(splits, train_batches, mesh: Mesh, batch_size: int, seconds: float) -> None:
+def _log_data(splits, train_batches, mesh: Mesh, batch_size: int, seconds: float, auto: dict) -> None:
     padding = train_batches.padding_report()
     log.info("data: %d train / %d validation / %d test reviews, vocabulary %d, %d users, %d products (%.1fs)",
              len(splits.train), len(splits.validation), len(splits.test), len(splits.vocab), len(splits.users) - 1,
@@ -391,6 +445,7 @@ def _log_data(splits, train_batches, mesh: Mesh, batch_size: int, seconds: float
     axes = "" if all(size == 1 for axis, size in mesh.shape.items() if axis != "data") else f", mesh {dict(mesh.shape)}"
     log.info("devices: %d devices (%s)%s, %d processes, global batch %d", mesh.size, jax.devices()[0].platform, axes,
              jax.process_count(), batch_size)
+    log.info("auto on %s: %s", auto["backend"], ", ".join(f"{k} {v}" for k, v in auto.items() if k != "backend"))
     kind = "packed batches" if padding.get("layout") == "packed" else "buckets"
     sentences = f" (sentence slots {padding['sentence_efficiency']:.1%})" if "sentence_efficiency" in padding else ""
     log.info("%s %s: padding efficiency %.1f%%%s, truncated tokens %d", kind,

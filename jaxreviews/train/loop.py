@@ -29,6 +29,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxreviews import models, options
 from jaxreviews.data import batching
@@ -96,6 +97,7 @@ class Totals:
     checkpoint_seconds: float = 0.0
     trained_reviews: int = 0
     trained_steps: int = 0
+    evaluated_reviews: int = 0  # validation and test reviews, each evaluation's (what eval_seconds is spent on)
 
 
 def restore_or_create(experiment: experiment_lib.Experiment, ckpt: checkpoints.RunCheckpoints):
@@ -145,6 +147,7 @@ class Trainer:
         self.window_steps = int((meta or {}).get("window_steps", 0))
         self.preempted = False
         self.costs: dict | None = None
+        self._indices: list | None = None  # the step indices of a stacked group, on the device (step_inputs)
         self._started = None  # when this session's training began (run)
         self._excluded = 0.0  # seconds of it spent outside training steps
         self._saving = 0.0  # seconds of it spent saving checkpoints
@@ -158,12 +161,20 @@ class Trainer:
         return self.experiment.num_members
 
     def measure_costs(self) -> dict:
-        """Memory per device and counted FLOPs of the train step (`accounting.step_costs`),
-        compiling it ahead of time for the first batch's shape (the loop then reuses the program)."""
-        programs = self.experiment.programs
+        """Memory per device and counted FLOPs of the train step (`accounting.step_costs`). The
+        train and eval programs of the first batch shape are compiled here, ahead of time and side
+        by side (`compilation.compile_ahead`): the loop then runs them, and no evaluation waits for
+        its program."""
+        experiment = self.experiment
+        programs = experiment.programs
         if programs.costs is None:  # programs shared by runs of one shape cost the same
-            batch = self.experiment.train_to_device(next(iter(self.experiment.train_batches.epoch(0))))
-            programs.costs = accounting.step_costs(programs.train, self.state, batch, self.key)
+            inputs = experiment.train_to_device(next(iter(experiment.train_inputs(0))))
+            calls = [(programs.train, (self.state, *self.step_inputs(inputs, 0), self.key))]
+            first = next(iter(experiment.valid_batches.evaluation()), None)
+            if first is not None:
+                calls.append((programs.eval, (self.state.params, self.state.model_state, experiment.to_device(first))))
+            (traced, compiled), *_ = compilation.compile_ahead(calls, self.clock)
+            programs.costs = accounting.step_costs(traced, compiled, self.state)
         self.costs = programs.costs
         return self.costs
 
@@ -198,6 +209,7 @@ class Trainer:
         experiment = self.experiment
         began, saving_before = time.perf_counter(), self._saving
         values = experiment.evaluate(self.state.params, self.state.model_state, experiment.valid_batches)
+        self.totals.evaluated_reviews += int(values["ensemble"]["reviews"])
         metric = self.stopping.metric
         member_values = [m[metric] for m in values["members"]]
         improved = self.stopping.update(member_values, self.step)
@@ -298,9 +310,20 @@ class Trainer:
         return values
 
     # -- the steps ----------------------------------------------------------------------------------
-    def train_step(self, batch) -> None:
+    def step_inputs(self, inputs, index: int) -> tuple:
+        """The train program's inputs between the state and the key: the batch, or the stacked
+        batches and the index of this step's (`train.steps_per_transfer`)."""
+        if self.experiment.steps_per_transfer == 1:
+            return (inputs,)
+        if self._indices is None:  # on the device once, replicated: no transfer a step
+            replicated = NamedSharding(self.experiment.mesh, P())
+            self._indices = [jax.device_put(np.int32(i), replicated)
+                             for i in range(self.experiment.steps_per_transfer)]
+        return inputs, self._indices[index]
+
+    def train_step(self, *inputs) -> None:
         programs = self.experiment.programs
-        self.state, metrics = programs.train(self.state, batch, self.key)
+        self.state, metrics = programs.train(self.state, *inputs, self.key)
         self._outside_training(0.0, None)  # the first step of a shape compiles it
         if self.window is not None:
             # At most one step ahead of the device: the step before must have finished. Unbounded
@@ -329,16 +352,19 @@ class Trainer:
 
     def run_epoch(self, epoch: int, start: int) -> None:
         experiment = self.experiment
-        batches = experiment.train_batches.epoch(epoch, start)
-        with batching.prefetching(batches, experiment.config.train.prefetch,
-                                                 experiment.train_to_device) as on_device:
-            for batch in on_device:
-                self.train_step(batch)
-                if self.after_step():
-                    return
-                if self.preemption.agreed(self.step):
-                    self.preempted = True
-                    return
+        per = experiment.steps_per_transfer
+        with batching.prefetching(experiment.train_inputs(epoch, start), experiment.config.train.prefetch,
+                                  experiment.train_to_device) as on_device:
+            for inputs in on_device:
+                # A group of `per` batches (the epoch's last may hold fewer real ones).
+                left = experiment.steps_per_epoch - self.step % experiment.steps_per_epoch
+                for index in range(min(per, left)):
+                    self.train_step(*self.step_inputs(inputs, index))
+                    if self.after_step():
+                        return
+                    if self.preemption.agreed(self.step):
+                        self.preempted = True
+                        return
 
     def run(self) -> None:
         """Trains until the last step, until every member stopped, or a stop (saved, then returns)."""
@@ -394,6 +420,7 @@ def final_results(experiment: experiment_lib.Experiment, trainer: Trainer,
     validation = experiment.evaluate(params, model_state, experiment.valid_batches)
     test = experiment.evaluate(params, model_state, experiment.test_batches)
     trainer._outside_training(time.perf_counter() - began, "eval_seconds")
+    trainer.totals.evaluated_reviews += int(validation["ensemble"]["reviews"]) + int(test["ensemble"]["reviews"])
     members_mean, members_std = members_lib.mean_and_std(test["members"])
     totals = trainer.totals
     docs_per_s = totals.trained_reviews / max(totals.train_seconds, 1e-9)
@@ -422,7 +449,8 @@ def final_results(experiment: experiment_lib.Experiment, trainer: Trainer,
             flops_per_step=trainer.costs["flops_per_step"], steps=totals.trained_steps,
             seconds=totals.train_seconds, reviews=totals.trained_reviews,
             tokens=totals.trained_reviews * tokens_per_review(experiment.train_batches),
-            devices=experiment.mesh.size, device=experiment.mesh.devices.flat[0])}
+            devices=experiment.mesh.size, device=experiment.mesh.devices.flat[0], dtype=config.model.dtype),
+            "eval_docs_per_s": round(totals.evaluated_reviews / max(totals.eval_seconds, 1e-9), 1)}
     return results
 
 

@@ -175,12 +175,20 @@ def init_program(model, tx, mesh: Mesh, state_sharding, num_members: int) -> Cal
 
 
 def make_train_step(model, tx, config: ml_collections.ConfigDict, *, state_sharding, own_batches: bool,
-                    execution: str) -> Callable:
+                    execution: str, indexed: bool = False) -> Callable:
     """step(states [K], batch, keys [K]) -> (states, metrics [K], with the global norms), jitted
     with the states donated and kept where `state_sharding` puts them. `own_batches`: the batch has
-    a member axis."""
+    a member axis. `indexed`: step(states, batches, index, keys) trains on `batches[index]`, one of
+    several batches moved to the device at once (`train.steps_per_transfer`)."""
     single = step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1, l2=config.optimizer.l2)
-    step = named(over_members(single, execution, (0, 0 if own_batches else None, 0)), "train_step")
+    step = over_members(single, execution, (0, 0 if own_batches else None, 0))
+    if indexed:
+        on_one_batch = step
+
+        def step(states, batches, index, keys):
+            batch = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, 0, keepdims=False), batches)
+            return on_one_batch(states, batch, keys)
+    step = named(step, "train_step")
     mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, NamedSharding))[0].mesh
     return jax.jit(step, donate_argnums=0, out_shardings=(state_sharding, member_sharding(mesh)))
 

@@ -129,10 +129,13 @@ def format_results(results: RunResults) -> str:
     lines.append(f"compilations {results.compilations}")
     if results.compile:
         members = f", {results.model_docs_per_s:,.0f} model-docs/s" if results.num_members > 1 else ""
+        rate = (results.accounting or {}).get("eval_docs_per_s")
+        evaluated = f" ({rate:,.0f} docs/s)" if rate else ""
         lines.append(f"training {results.train_seconds:.1f}s ({results.docs_per_s:,.0f} docs/s{members}), "
-                     f"evaluation {results.eval_seconds:.1f}s, checkpoints {results.checkpoint_seconds:.1f}s, compilation {results.compile['seconds']:.1f}s "
-                     f"({results.compile['programs']} programs compiled, {results.compile['cache_reads']} "
-                     "read from the cache)")
+                     f"evaluation {results.eval_seconds:.1f}s{evaluated}, "
+                     f"checkpoints {results.checkpoint_seconds:.1f}s, "
+                     f"compilation {results.compile['seconds']:.1f}s ({results.compile['programs']} programs "
+                     f"compiled, {results.compile['cache_reads']} read from the cache)")
     if results.accounting:
         a = results.accounting
         mfu = "n/a on CPU" if a.get("mfu") is None else f"{a['mfu']:.1%}"
