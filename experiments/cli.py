@@ -83,25 +83,40 @@ def last_checkpoint(path) -> int | None:
     return None
 
 
-def _config_keys() -> set[str]:
-    from jaxreviews.options import reference
-    from jaxreviews.options.schema import walk
+def _model_of(given: str | None) -> str | None:
+    """The model of the `--config` file (`configs/<model>.py[:presets]`), as far as its name says."""
+    from jaxreviews.options import MODEL_NAMES
 
-    return {key for key, _ in walk(reference.OPTIONS)}
+    path, _, arg = (given or "han_upa.py").partition(":")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem == "transformer":
+        from experiments.configs import transformer
+
+        chosen = [part for part in arg.split(",") if part in transformer.MODELS] or ["flat"]
+        return transformer.MODELS[chosen[0]]
+    return "mf" if stem == "svdpp" else stem if stem in MODEL_NAMES else None
 
 
 def _flag_problem(argv: list[str], error: Exception) -> str:
-    """A flag error as one line: an unknown `--config.` key named with the closest option."""
-    keys = _config_keys()
+    """A flag error as one line: an unknown `--config.` key named with the closest option, or an
+    option of other models than the config's."""
+    from jaxreviews.options import reference
+    from jaxreviews.options.schema import walk
+
+    options = dict(walk(reference.OPTIONS))
+    given = next((arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")), None)
+    model = _model_of(given)
     for arg in argv[1:]:
         if arg.startswith("--config.") and "=" in arg:
             key = arg[len("--config."):].split("=", 1)[0]
-            if key not in keys:
-                close = difflib.get_close_matches(key, sorted(keys), n=1)
+            if key not in options:
+                close = difflib.get_close_matches(key, sorted(options), n=1)
                 hint = f" (did you mean --config.{close[0]}?)" if close else ""
                 return f"--config.{key}: no such option{hint}; every option: docs/options.md"
+            if model is not None and not options[key].applies_to(model):
+                return (f"--config.{key}: not an option of model {model} (it is one of "
+                        f"{', '.join(options[key].models)}); every option: docs/options.md")
     message = " ".join(str(error).split())
-    given = next((arg.split("=", 1)[1] for arg in argv[1:] if arg.startswith("--config=")), None)
     if "No such file or directory" in message and given is not None:
         return f"--config={given}: no such config file (the configs are in experiments/configs/)"
     if "Traceback" in message:  # an error inside the config file's get_config: its last line

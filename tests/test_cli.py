@@ -49,6 +49,7 @@ def can_run_as_nobody() -> bool:
     ("--config.model.name=transformer", "model.name='transformer': choose one of"),
     ("--config.optimizer.learning_rat=1", "--config.optimizer.learning_rat: no such option (did you mean "
                                           "--config.optimizer.learning_rate?)"),
+    ("--config.model.factors=8", "--config.model.factors: not an option of model han_upa (it is one of mf)"),
     ("--config.train.epochs=many", "--config.train.epochs=many"),
     (f"--config={REPO}/experiments/configs/none.py", "no such config file"),
     (f"--config={REPO}/experiments/configs/cnn.py:tinyy", "unknown preset 'tinyy'; choose from tiny"),

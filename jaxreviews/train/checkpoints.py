@@ -42,7 +42,7 @@ def _reason(error: BaseException) -> str:
     """The first line of an orbax / TensorStore error (theirs run to pages)."""
     text = str(error).strip().splitlines()
     first = (text[0] if text else type(error).__name__).split(" See full TensorStore details")[0]
-    return first[:300]
+    return first.split(" [tensorstore_spec")[0][:300]  # the spec is a page of JSON
 
 
 def has_checkpoints(workdir: str) -> bool:
