@@ -155,6 +155,8 @@ def test_metrics(results: dict, name: str = "model") -> list[dict]:
     elif "test" in results:
         rows.append({"name": name, "kind": "model", **_pick(results["test"])})
     for baseline, values in results.get("baselines", {}).items():
+        if "skipped" in values:
+            continue
         rows.append({"name": f"baseline: {baseline.replace('_', ' ')}", "kind": "baseline", **_pick(values)})
     return rows
 

@@ -35,7 +35,7 @@ from jaxreviews import models, options
 from jaxreviews.data import batching
 from jaxreviews.train import (accounting, checkpoints, compilation, distributed, evaluation, experiment as
                               experiment_lib, members as members_lib, optimizers, population, reporting,
-                              step as step_lib)
+                              step as step_lib, text_baseline)
 from jaxreviews.train.early_stopping import HIGHER_IS_BETTER, MemberStopping
 from jaxreviews.train.preemption import Preemption
 from jaxreviews.train.results import RunResults
@@ -431,8 +431,7 @@ def final_results(experiment: experiment_lib.Experiment, trainer: Trainer,
         members_std=members_std, member_seeds=list(seeds), member_best_steps=list(best_steps),
         member_hyperparameters=population.describe(experiment.hyperparameters),
         snapshot_steps=list(experiment.snapshot_steps),
-        baselines=evaluation.baselines(splits.train.arrays.ratings, splits.test.arrays.ratings, splits.rating_range,
-                                       splits.rating_step),
+        baselines=run_baselines(splits),
         reference=_text_only_reference(config), param_checksum=param_checksum(params), best_step=evaluated_step,
         steps=trainer.step, stopped_early=stopping.stopped_early,
         parameters=int(models.count_parameters(trainer.state.params)["total"]) // num_members,
@@ -452,6 +451,23 @@ def final_results(experiment: experiment_lib.Experiment, trainer: Trainer,
             devices=experiment.mesh.size, device=experiment.mesh.devices.flat[0], dtype=config.model.dtype),
             "eval_docs_per_s": round(totals.evaluated_reviews / max(totals.eval_seconds, 1e-9), 1)}
     return results
+
+
+def run_baselines(splits) -> dict:
+    """Majority class and mean rating, and on real text TF-IDF + logistic regression
+    (`text_baseline`; the synthetic corpus has its reference models instead), each fitted on the
+    training split and scored on the test split."""
+    found = evaluation.baselines(splits.train.arrays.ratings, splits.test.arrays.ratings, splits.rating_range,
+                                 splits.rating_step)
+    if splits.report.get("source") == "synthetic":
+        return {**found, "text_logreg": {"skipped": "synthetic corpus: see its reference models"}}
+    began = time.perf_counter()
+    found.update(text_baseline.baselines(splits))
+    if jax.process_index() == 0 and "accuracy" in found["text_logreg"]:
+        log.info("baseline text_logreg (TF-IDF 1-2-grams + logistic regression, C %g on validation): test "
+                 "accuracy %.4f, RMSE %.4f (%.1fs)", found["text_logreg"]["C"], found["text_logreg"]["accuracy"],
+                 found["text_logreg"]["rmse"], time.perf_counter() - began)
+    return found
 
 
 def tokens_per_review(batcher) -> float:

@@ -115,7 +115,7 @@ def format_results(results: RunResults) -> str:
                       if k in results.members_mean}))
     else:
         rows.append((f"{results.model} (test)", results.test))
-    rows += [(f"baseline: {name}", values) for name, values in results.baselines.items()]
+    rows += [(f"baseline: {name}", values) for name, values in results.baselines.items() if "accuracy" in values]
     for name, values in (results.reference or {}).items():
         if isinstance(values, dict):
             rows.append((f"reference: {name}", values))
