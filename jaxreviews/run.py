@@ -292,7 +292,9 @@ def load_run(workdir: str | os.PathLike, which: str = "best") -> Run:
     if members == 1:  # a one-member run is one model: its arrays without the member axis
         state = {key: jax.tree.map(lambda x: np.asarray(x)[0], state.get(key) or {}) for key in ("params", "model_state")}
         members = 0
-    baselines = {name: values["prediction"] for name, values in (results.baselines if results else {}).items()}
+    # The constant baselines (majority, mean rating) score any file; the text ones are the run's test split's.
+    baselines = {name: values["prediction"] for name, values in (results.baselines if results else {}).items()
+                 if "prediction" in values}
     return Run(workdir=workdir, config=config, vocab=Vocabulary.load(os.path.join(workdir, "vocab.txt")),
                users=IdMap.load(os.path.join(workdir, "users.txt")),
                products=IdMap.load(os.path.join(workdir, "products.txt")), model=model,
