@@ -190,9 +190,27 @@ def _quiet_shutdown() -> None:
         pass
 
 
+class _OrbaxErrors:
+    """Drops orbax's error records (a failed save logs its threads' tracebacks before the save
+    raises): the exception reaches the command, which reports it in one line."""
+
+    def filter(self, record) -> bool:
+        return not (record.levelno >= 40 and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _hold_save_noise() -> None:
+    """A failed checkpoint save's error records, which would bury its one-line report (orbax logs
+    its threads' tracebacks before the save raises). --verbose keeps them."""
+    import logging
+
+    logging.getLogger("absl").addFilter(_OrbaxErrors())
+
+
 def run(main) -> None:
     """`absl.app.run(main)` with a user's errors as one line on stderr and exit code 2."""
     def guarded(argv):
+        if not _debug():
+            _hold_save_noise()
         try:
             return main(argv)
         except _user_errors() as error:

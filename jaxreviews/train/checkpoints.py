@@ -11,6 +11,7 @@ naming it, and the run resumes from the newest one that reads.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -43,6 +44,18 @@ def _reason(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     first = (text[0] if text else type(error).__name__).split(" See full TensorStore details")[0]
     return first.split(" [tensorstore_spec")[0][:300]  # the spec is a page of JSON
+
+
+def _bytes_on_disk(path: str) -> int:
+    """Bytes the files under `path` occupy (allocated blocks: what a full disk runs out of)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
 
 
 def has_checkpoints(workdir: str) -> bool:
@@ -84,13 +97,29 @@ class RunCheckpoints:
                                                     options=ocp.CheckpointManagerOptions(max_to_keep=None, **options))
         return self._snapshots
 
-    @staticmethod
-    def _save(manager, step: int, state, meta: dict) -> None:
+    def _save(self, manager, step: int, state, meta: dict) -> None:
         if step in manager.all_steps():  # a resumed run passing the same point again
             return
+        self._check_space(state)
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    meta=ocp.args.JsonSave(meta)))
         manager.wait_until_finished()
+        self._saved_bytes = _bytes_on_disk(os.path.join(str(manager.directory), str(step)))
+
+    _saved_bytes = 0  # what the last save took on disk
+
+    def _check_space(self, state) -> None:
+        """Refuses a save the disk cannot hold, before orbax writes a byte: a save that fills the
+        disk fails inside orbax's and TensorStore's threads, which print their tracebacks. Needed:
+        1.5x the last save on disk, or for the first, twice the arrays plus 64 KiB of metadata.
+        One process only (the processes of a job must save together or not at all)."""
+        if jax.process_count() > 1:
+            return
+        needed = 1.5 * self._saved_bytes or 2 * sum(x.nbytes for x in jax.tree.leaves(state)) + 2 ** 16
+        free = shutil.disk_usage(self._directory).free
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"about {needed / 2 ** 20:.1f} MiB needed for a checkpoint, "
+                                        f"{free / 2 ** 20:.1f} MiB free", self._directory)
 
     def save_latest(self, step: int, state, meta: dict) -> None:
         self._save(self.latest, step, state, meta)
