@@ -103,6 +103,15 @@ def handle_sigterm() -> threading.Event:
     return _stop
 
 
+def set_xla_flags(compilation, environ=os.environ) -> None:
+    """XLA flags of the `compilation` options (read when the backend starts, so before the first
+    device use): `autotune_level` >= 0 sets --xla_gpu_autotune_level unless XLA_FLAGS has one."""
+    level = int(compilation.get("autotune_level", -1))
+    flags = environ.get("XLA_FLAGS", "")
+    if level >= 0 and "--xla_gpu_autotune_level" not in flags:
+        environ["XLA_FLAGS"] = f"{flags} --xla_gpu_autotune_level={level}".strip()
+
+
 def configure(*, compilation=None, keep_freed_memory: bool = False, sigterm: bool = True,
               log_level: int = logging.INFO) -> threading.Event:
     """The settings of a training process (see the module docstring); returns the event SIGTERM sets.
@@ -113,6 +122,7 @@ def configure(*, compilation=None, keep_freed_memory: bool = False, sigterm: boo
         allocator.keep_freed_memory()
     configure_logging(log_level)
     if compilation is not None:
+        set_xla_flags(compilation)
         enable_compilation_cache(compilation.cache_dir, min_compile_seconds=compilation.cache_min_compile_seconds,
                                  max_bytes=compilation.cache_max_bytes)
     return handle_sigterm() if sigterm else threading.Event()

@@ -100,3 +100,23 @@ def test_a_run_keeps_the_layout_it_started_with(tmp_path, monkeypatch):
     assert info["auto"] == {"backend": "cpu", "data.layout": "padded", "model.encoder.input_projection": "chunked",
                             "train.steps_per_transfer": 1}
     assert resumed.test["reviews"] > 0
+
+
+def test_the_gpu_autotune_level_reaches_xla_flags():
+    """compilation.autotune_level (the accelerators' compile-time lever) becomes an XLA flag the
+    commands set before the first device use; a flag the user set in XLA_FLAGS wins."""
+    from jaxreviews import options, runtime
+
+    compilation = options.default_config("han_upa").compilation
+    environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    runtime.set_xla_flags(compilation, environ)  # -1: XLA's default, nothing set
+    assert environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    compilation.autotune_level = 0
+    runtime.set_xla_flags(compilation, environ)
+    assert environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_gpu_autotune_level=0"
+    compilation.autotune_level = 4
+    runtime.set_xla_flags(compilation, environ)
+    assert environ["XLA_FLAGS"].count("--xla_gpu_autotune_level") == 1
+    config = options.default_config("han_upa")
+    config.compilation.autotune_level = 5
+    assert options.problems(config) == ["compilation.autotune_level=5: must lie in [-1, 4]"]

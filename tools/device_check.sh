@@ -60,6 +60,10 @@ stage members-han_upa 100 $PY tools/bench.py --model han_upa --num_seeds $K
 stage fixed-han_upa-f32 50 $PY tools/bench.py --model han_upa --batch $B --compare "${TP[@]}"
 stage fixed-han_upa-bf16 40 $PY tools/bench.py --model han_upa --batch $B --dtype bfloat16
 stage fixed-cnn-bf16 40 $PY tools/bench.py --model cnn --batch $B --dtype bfloat16
+# compilation.autotune_level=0 against XLA's default: compile and step time, an empty cache each.
+stage default-run-autotune0 120 $PY -m experiments.train --workdir="$W/autotune0" $RUN \
+  --config.compilation.autotune_level=0 --config.compilation.cache_dir="$W/cache-autotune0"
+cp "$W/autotune0/results.json" "$OUT/autotune0-run-results.json" 2>/dev/null
 rm -rf "$W" "$OUT/.stage"
 # One summary line: the figures the issue names, from the stages' JSON.
 $PY - "$RES" "$OUT" "$(( $(date +%s) - T0 ))" <<'EOF' | tee "$OUT/summary.json"
@@ -81,6 +85,13 @@ for r in records:
         summary.setdefault("members_model_docs_per_s", {})[rec["num_seeds"]] = rec["model_docs_per_s"]
     elif stage.startswith("fixed-") and "docs_per_s" in rec:
         summary.setdefault(stage, {}).update({k: rec[k] for k in ("docs_per_s", "mfu", "ratio") if k in rec})
+def run_figures(run):
+    return {"compile_s": run["compile"]["seconds"], "programs": run["compile"]["programs"],
+            "eval_s": run["eval_seconds"], "train_s": run["train_seconds"], "docs_per_s": run["docs_per_s"],
+            "test_accuracy": run["test"]["accuracy"]}
+path = os.path.join(out, "autotune0-run-results.json")
+if os.path.exists(path):
+    summary["default_run_autotune0"] = run_figures(json.load(open(path)))
 path = os.path.join(out, "default-run-results.json")
 if os.path.exists(path):
     run = json.load(open(path))

@@ -334,6 +334,9 @@ COMPILATION = {
     "cache_min_compile_seconds": _no_effect(0.0, "programs that compiled faster are not cached", check=NON_NEGATIVE),
     "cache_max_bytes": _no_effect(2 * 2 ** 30, "the cache's size cap (least recently used programs go first); "
                                   "-1 = no cap (use one setting per directory)", check=at_least(-1)),
+    "autotune_level": _no_effect(-1, "GPU: how hard XLA autotunes each kernel (--xla_gpu_autotune_level 0-4; "
+                                 "lower compiles faster, may step slower); -1 = XLA's default. Set by the "
+                                 "commands before the first device use", check=between(-1, 4)),
 }
 
 MESH = {
