@@ -54,8 +54,7 @@ def one_line(error: BaseException) -> str:
         filename = getattr(error, "filename", None)
         workdir = flags.FLAGS["workdir"].value if "workdir" in flags.FLAGS else None
         where = f" writing {filename}" if filename else f" writing in {os.path.abspath(workdir)}" if workdir else ""
-        error = OSError(errno.ENOSPC, "", filename)
-        saved = last_checkpoint(error.filename)
+        saved = last_checkpoint(filename)
         return (f"no space left on device{where}" +
                 (f"; the last complete checkpoint is step {saved}" if saved is not None else "") +
                 ": free some space and run the same command again")
@@ -73,28 +72,30 @@ def last_checkpoint(path) -> int | None:
     """The newest step under the `checkpoints/latest` of the run directory that holds `path`."""
     if not path and "workdir" in flags.FLAGS and flags.FLAGS["workdir"].value:
         path = flags.FLAGS["workdir"].value
+    from jaxreviews.train.checkpoints import latest_steps
+
     directory = os.path.abspath(str(path)) if path else None
     while directory and directory != os.path.dirname(directory):
-        latest = os.path.join(directory, "checkpoints", "latest")
-        if os.path.isdir(latest):
-            steps = [int(n) for n in os.listdir(latest) if n.isdigit()]
+        if os.path.isdir(os.path.join(directory, "checkpoints", "latest")):
+            steps = latest_steps(directory)
             return max(steps) if steps else None
         directory = os.path.dirname(directory)
     return None
 
 
 def _model_of(given: str | None) -> str | None:
-    """The model of the `--config` file (`configs/<model>.py[:presets]`), as far as its name says."""
-    from jaxreviews.options import MODEL_NAMES
+    """The model of the `--config` file (`path[:presets]`; default the train command's), read from
+    the config it builds without the overrides; None when it does not build."""
+    import importlib.util
 
-    path, _, arg = (given or "han_upa.py").partition(":")
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if stem == "transformer":
-        from experiments.configs import transformer
-
-        chosen = [part for part in arg.split(",") if part in transformer.MODELS] or ["flat"]
-        return transformer.MODELS[chosen[0]]
-    return "mf" if stem == "svdpp" else stem if stem in MODEL_NAMES else None
+    path, _, arg = (given or os.path.join(os.path.dirname(__file__), "configs", "han_upa.py")).partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_config_of_the_command", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(arg or None).model.name
+    except Exception:  # the flag error itself says what is wrong with the file
+        return None
 
 
 def _flag_problem(argv: list[str], error: Exception) -> str:

@@ -94,7 +94,7 @@ def test_a_rating_outside_the_format_is_an_error_in_training_and_in_inspect_data
     with pytest.raises(readers.ReadError, match=r"reviews.json:2: field 'overall' 7 outside the rating range 1..5"):
         pipeline.load_splits(config)
     inspected = subprocess.run([sys.executable, os.path.join(REPO, "tools", "inspect_data.py"), str(path)],
-                               capture_output=True, text=True, timeout=300)
+                               capture_output=True, text=True, timeout=900)
     assert inspected.returncode != 0 and "reviews.json:2" in inspected.stdout + inspected.stderr
     # An Amazon file without one-star reviews still has the five classes of the stars
     five = tmp_path / "five.json"

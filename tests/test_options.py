@@ -41,7 +41,7 @@ def test_the_config_files_are_the_reference_defaults():
 
 def test_docs_options_md_is_current():
     done = subprocess.run([sys.executable, os.path.join(REPO, "tools", "options_doc.py"), "--check"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr + " (run python tools/options_doc.py)"
     text = open(os.path.join(REPO, "docs", "options.md")).read()
     for key, option in walk(reference.OPTIONS):
@@ -138,6 +138,6 @@ def test_population_values_are_lists_on_the_command_line(tmp_path):
         "def main(_): print(repr(flags.FLAGS.config.population.learning_rate)); "
         "from jaxreviews import options; options.validate(flags.FLAGS.config)",
         "app.run(main)"]), "--config.num_seeds=2", "--config.population.learning_rate=(1e-3, 3e-3)"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(0.001, 0.003)"

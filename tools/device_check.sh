@@ -95,9 +95,7 @@ if os.path.exists(path):
 path = os.path.join(out, "default-run-results.json")
 if os.path.exists(path):
     run = json.load(open(path))
-    summary["default_run"] = {"compile_s": run["compile"]["seconds"], "programs": run["compile"]["programs"],
-                              "eval_s": run["eval_seconds"], "train_s": run["train_seconds"],
-                              "docs_per_s": run["docs_per_s"], "test_accuracy": run["test"]["accuracy"],
+    summary["default_run"] = {**run_figures(run),
                               "eval_docs_per_s": (run.get("accounting") or {}).get("eval_docs_per_s")}
     model = os.path.join(out, "default-run-model.json")
     if os.path.exists(model):

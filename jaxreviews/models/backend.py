@@ -70,14 +70,15 @@ def choices(model: ml_collections.ConfigDict, layout: str, backend: str | None =
     """What the run's "auto" options resolve to on `backend`, for the log and model.json."""
     backend = backend or current()
     picked = {"backend": backend, "data.layout": layout}
-    for path, kind in encoders(model).items():
+    kinds = encoders(model)
+    for path, kind in kinds.items():
         option = model[path.split(".", 1)[1]].input_projection
         if kind in RECURRENT_KINDS and option == "auto":
             rule = recurrent_projection(kind, 0, backend)
             if kind == "gru" and not is_accelerator(backend):
                 rule = f"hoisted below {HOIST_BELOW_ROWS} sequences a step, else fused"
             picked[f"{path}.input_projection"] = rule
-    if model.name == "cnn" or any(kind == "cnn" for kind in encoders(model).values()):
+    if model.name == "cnn" or "cnn" in kinds.values():
         tokens = conv_chunk_tokens(backend)
         picked["cnn max over time"] = "one chunk" if tokens is None else f"chunks of ~{tokens} tokens"
     return picked

@@ -58,10 +58,15 @@ def _bytes_on_disk(path: str) -> int:
     return total
 
 
-def has_checkpoints(workdir: str) -> bool:
-    """Whether `workdir` holds a latest checkpoint (read from the directory, without orbax)."""
+def latest_steps(workdir: str) -> list[int]:
+    """The steps of `workdir`'s latest checkpoints (read from the directory, without orbax)."""
     latest = os.path.join(workdir, "checkpoints", "latest")
-    return os.path.isdir(latest) and any(name.isdigit() for name in os.listdir(latest))
+    return [int(name) for name in os.listdir(latest) if name.isdigit()] if os.path.isdir(latest) else []
+
+
+def has_checkpoints(workdir: str) -> bool:
+    """Whether `workdir` holds a latest checkpoint."""
+    return bool(latest_steps(workdir))
 
 
 class RunCheckpoints:
@@ -73,6 +78,7 @@ class RunCheckpoints:
             return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
 
         self._directory = directory
+        self._saved_bytes = 0  # what the last save took on disk (`_check_space`)
         self._latest_options = (handlers, ocp.CheckpointManagerOptions(max_to_keep=keep, **options))
         self.latest = self._latest_manager()
         self.best = ocp.CheckpointManager(
@@ -104,9 +110,8 @@ class RunCheckpoints:
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    meta=ocp.args.JsonSave(meta)))
         manager.wait_until_finished()
-        self._saved_bytes = _bytes_on_disk(os.path.join(str(manager.directory), str(step)))
-
-    _saved_bytes = 0  # what the last save took on disk
+        if not self._saved_bytes:  # every save of a run holds the same arrays
+            self._saved_bytes = _bytes_on_disk(os.path.join(str(manager.directory), str(step)))
 
     def _check_space(self, state) -> None:
         """Refuses a save the disk cannot hold, before orbax writes a byte: a save that fills the

@@ -50,20 +50,34 @@ def baselines(train_ratings: np.ndarray, test_ratings: np.ndarray, rating_range,
                                       rating_range, rating_step)
 
 
+def num_classes_of(rating_range, rating_step) -> int:
+    return int(round((rating_range[1] - rating_range[0]) / rating_step)) + 1
+
+
+def classes_of(ratings: np.ndarray, rating_range, rating_step) -> np.ndarray:
+    """Each rating's class: its nearest step of the scale."""
+    classes = np.rint((np.asarray(ratings, np.float64) - rating_range[0]) / rating_step).astype(int)
+    return np.clip(classes, 0, num_classes_of(rating_range, rating_step) - 1)
+
+
+def score_predictions(ratings: np.ndarray, predicted_class, predicted_rating, rating_range, rating_step) -> dict:
+    """Accuracy and macro-F1 of the predicted classes, RMSE and MAE of the predicted ratings
+    (arrays, or one value for every review)."""
+    num_classes = num_classes_of(rating_range, rating_step)
+    ratings = np.asarray(ratings, np.float64)
+    true_classes = classes_of(ratings, rating_range, rating_step)
+    predicted_class = np.broadcast_to(predicted_class, true_classes.shape)
+    error = ratings - predicted_rating
+    confusion = np.zeros((num_classes, num_classes))
+    np.add.at(confusion, (true_classes, predicted_class), 1)
+    return {"accuracy": float(np.mean(true_classes == predicted_class)),
+            "rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error))),
+            "macro_f1": step_lib.macro_f1(confusion)}
+
+
 def score_constant_predictions(ratings: np.ndarray, predictions: dict[str, float], rating_range,
                                rating_step) -> dict:
     """Each constant rating of `predictions` scored on `ratings` (its class: the nearest step)."""
-    lo = rating_range[0]
-    num_classes = int(round((rating_range[1] - lo) / rating_step)) + 1
-    ratings = np.asarray(ratings, np.float64)
-    true_classes = np.clip(np.rint((ratings - lo) / rating_step).astype(int), 0, num_classes - 1)
-    out = {}
-    for name, prediction in predictions.items():
-        error = ratings - prediction
-        predicted_class = int(np.clip(round((prediction - lo) / rating_step), 0, num_classes - 1))
-        confusion = np.zeros((num_classes, num_classes))
-        np.add.at(confusion, (true_classes, predicted_class), 1)
-        out[name] = {"accuracy": float(np.mean(true_classes == predicted_class)),
-                     "rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error))),
-                     "macro_f1": step_lib.macro_f1(confusion), "prediction": float(prediction)}
-    return out
+    return {name: {**score_predictions(ratings, classes_of(prediction, rating_range, rating_step), prediction,
+                                       rating_range, rating_step), "prediction": float(prediction)}
+            for name, prediction in predictions.items()}

@@ -325,14 +325,18 @@ def transfer_steps(config: ml_collections.ConfigDict, train_batches) -> int:
     CPU, where host and device share memory, TRANSFER_STEPS_ON_ACCELERATORS elsewhere, where a
     transfer and dispatch per array per step held the first H200 run's cnn at a third of its
     step rate). One batch shape only: stacked batches must match."""
-    asked = int(config.train.steps_per_transfer)
-    per = asked or (TRANSFER_STEPS_ON_ACCELERATORS if models.backend.is_accelerator() else 1)
-    if per > 1 and len(train_batches.buckets) > 1:
-        if asked > 1 and jax.process_index() == 0:
-            log.info("train.steps_per_transfer %d: one batch a transfer (%d batch shapes)", asked,
-                     len(train_batches.buckets))
-        return 1
+    asked, shapes = int(config.train.steps_per_transfer), len(train_batches.buckets)
+    per = steps_per_transfer(asked, shapes)
+    if asked > 1 and per == 1 and jax.process_index() == 0:
+        log.info("train.steps_per_transfer %d: one batch a transfer (%d batch shapes)", asked, shapes)
     return per
+
+
+def steps_per_transfer(asked: int, shapes: int) -> int:
+    """`asked` (0 = the backend's: TRANSFER_STEPS_ON_ACCELERATORS, or 1 on CPU) with `shapes`
+    batch shapes: stacked batches must match, so several shapes move one batch at a time."""
+    per = asked or (TRANSFER_STEPS_ON_ACCELERATORS if models.backend.is_accelerator() else 1)
+    return per if shapes == 1 else 1
 
 
 def batch_layout(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -182,13 +182,7 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict, *, state_shard
     several batches moved to the device at once (`train.steps_per_transfer`)."""
     single = step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1, l2=config.optimizer.l2)
     step = over_members(single, execution, (0, 0 if own_batches else None, 0))
-    if indexed:
-        on_one_batch = step
-
-        def step(states, batches, index, keys):
-            batch = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, 0, keepdims=False), batches)
-            return on_one_batch(states, batch, keys)
-    step = named(step, "train_step")
+    step = named(step_lib.on_stacked(step) if indexed else step, "train_step")
     mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, NamedSharding))[0].mesh
     return jax.jit(step, donate_argnums=0, out_shardings=(state_sharding, member_sharding(mesh)))
 

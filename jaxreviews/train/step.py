@@ -92,6 +92,18 @@ def make_train_step(model, tx: optax.GradientTransformation, head_config: ml_col
     return train_step
 
 
+def on_stacked(step: Callable) -> Callable:
+    """step(state, batch, key) -> step(state, batches, index, key) on `batches[index]`: several
+    batches moved to the device at once (`train.steps_per_transfer`), each step picking its own
+    inside the program, so the index changes nothing that compiles."""
+
+    def picking_step(state, batches, index, key):
+        return step(state, jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, 0, keepdims=False),
+                                        batches), key)
+
+    return picking_step
+
+
 def make_eval_step(model, head_config: ml_collections.ConfigDict, num_classes: int) -> Callable:
     """step(params, model_state, batch) -> weighted metric sums of the batch, and its confusion
     matrix [true class, predicted class] (for macro-F1: on skewed ratings accuracy says little)."""
