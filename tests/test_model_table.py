@@ -12,7 +12,7 @@ from tests.training import CACHE, REPO
 
 def test_a_row_reports_its_members_mean_and_std_and_is_not_rerun(tmp_path):
     command = [sys.executable, os.path.join(REPO, "tools", "model_table.py"), "--data", "synthetic",
-               "--workdir", str(tmp_path), "--seeds", "2", "--only", "mf", "--",
+               "--workdir", str(tmp_path), "--seeds", "2", "--only", "mf", "--ensemble", "mf,fasttext", "--",
                "--config.data.synthetic_size=tiny", "--config.train.epochs=1"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -20,12 +20,17 @@ def test_a_row_reports_its_members_mean_and_std_and_is_not_rerun(tmp_path):
     table = json.loads(done.stdout.strip().splitlines()[-1])
     with open(tmp_path / "mf" / "results.json") as f:
         results = json.load(f)
-    row, = table["rows"]
+    row, together = table["rows"]
     assert row["seeds"] == 2 and table["baselines"] == results["baselines"]
     rmse = [m["rmse"] for m in results["members"]]
     assert row["rmse"] == round(float(np.mean(rmse)), 4) and row["rmse_std"] == round(float(np.std(rmse, ddof=1)), 4)
     assert results["num_members"] == 2 and row["ensemble"]["rmse"] == round(results["test"]["rmse"], 4)
     assert "| mf | " in done.stdout and "| majority | " in done.stdout
+    # the cross-model ensemble row: the mf and fasttext runs averaged by experiments.ensemble_runs
+    with open(tmp_path / "ensemble_runs.json") as f:
+        combined = json.load(f)
+    assert together["model"] == "ensemble of mf + fasttext runs" and together["weights"] == {"mf": 0.5, "fasttext": 0.5}
+    assert together["rmse"] == round(combined["test"]["ensemble"]["rmse"], 4) and together["rmse_std"] is None
     # The table says when, on which commit and machine, and by which command it was made.
     made = table["provenance"]
     assert made["command"].startswith("python tools/model_table.py --data synthetic --workdir")

@@ -98,9 +98,9 @@ def check_outputs(outputs, kind: str) -> None:
 
 
 def test_registry():
-    assert set(models.MODEL_NAMES) == {"cnn", "rnn", "bilstm", "han", "han_upa", "mf"}
+    assert set(models.MODEL_NAMES) == {"cnn", "rnn", "bilstm", "han", "han_upa", "fasttext", "mf"}
     assert models.input_layout("han_upa") == "hierarchical"
-    assert models.input_layout("cnn") == models.input_layout("rnn") == "flat"
+    assert models.input_layout("cnn") == models.input_layout("rnn") == models.input_layout("fasttext") == "flat"
     assert models.input_layout("mf") == "ids"
     for name in models.MODEL_NAMES:
         config = models.default_model_config(name)
@@ -155,6 +155,10 @@ OPTIONS = [
     ("han_upa", {"collaborative__enabled": True, "head__kind": "both"}),
     ("cnn", {"collaborative__enabled": True}),
     ("mf", {"factors": 3, "head__rating_activation": "clip", "head__kind": "both"}),
+    ("fasttext", {"hidden_dim": 8, "hidden_activation": "gelu"}),
+    ("fasttext", {"ngram_buckets": 0, "user_product__concat_to_document": False,
+                  "user_product__rating_biases": False}),
+    ("fasttext", {"hidden_dim": 8, "user_product__rating_biases": False, "collaborative__enabled": True}),
 ]
 
 

@@ -52,6 +52,8 @@ CASES = [  # han and han_upa with each word encoder; the flat models with each p
     ("bilstm", {}),
     ("rnn", {"encoder__kind": "gru", "pooling": "last"}),
     ("rnn", {"pooling": "attention"}),
+    ("fasttext", {}),
+    ("fasttext", {"hidden_dim": 8, "norm": "none"}),
     pytest.param("han_upa", {"user_product__concat_to_document": True, "user_product__rating_biases": True},
                  marks=SLOW),
     pytest.param("han", {"word_encoder__input_projection": "fused", "sentence_encoder__input_projection": "hoisted"},

@@ -114,7 +114,7 @@ def test_the_predict_and_evaluate_commands(han_upa_run, files, tmp_path):
 
 
 @pytest.mark.parametrize("config,flags", [
-    ("cnn", ()), ("mf", ()),
+    ("cnn", ()), ("mf", ()), ("fasttext", ()),
     pytest.param("han", ("--config.data.layout=padded",), marks=pytest.mark.slow),
     pytest.param("bilstm", (), marks=pytest.mark.slow),
     pytest.param("svdpp", (), marks=pytest.mark.slow),

@@ -69,7 +69,7 @@ def test_space_errors_name_the_problem():
     with pytest.raises(ValueError, match="low > 0"):
         space_lib.parse_space({"lr": {"log": [0, 1e-2]}})
     # every config key is searchable, and the default space's keys exist in every model's config
-    for name in ("cnn", "han_upa", "bilstm", "mf"):
+    for name in ("cnn", "han_upa", "bilstm", "fasttext", "mf"):
         module = __import__(f"experiments.configs.{name}", fromlist=["get_config"])
         config = module.get_config(None)
         space_lib.check_keys(space_lib.default_space(config), config)

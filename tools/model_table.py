@@ -32,6 +32,7 @@ METRICS = ("accuracy", "macro_f1", "rmse")
 # name -> (config file, extra overrides). Every row takes the data set's variant.
 ROWS = {
     "mf": ("mf.py", []),
+    "fasttext": ("fasttext.py", []),
     "cnn": ("cnn.py", []),
     "bilstm": ("bilstm.py", []),
     "han": ("han.py", []),
@@ -48,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir", required=True, type=os.path.abspath, help="one run directory per row under it")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--only", default="", help="comma-separated row names (default: all)")
+    p.add_argument("--ensemble", default="", help="comma-separated rows whose runs are averaged into one more row "
+                   "(experiments.ensemble_runs, equal weights), e.g. fasttext,cnn,han_upa")
+    p.add_argument("--ensemble_text_logreg", action="store_true", help="the TF-IDF baseline joins that ensemble")
     p.add_argument("--timeout_minutes", type=float, default=60.0, help="a row's run is stopped past this")
     p.add_argument("overrides", nargs="*", help="more --config.key=value flags for every row")
     return p.parse_args(argv)
@@ -83,6 +87,31 @@ def run_row(args, name: str) -> dict:
     return results
 
 
+def ensemble_row(args, names: list[str], rows: list[dict]) -> dict:
+    """The cross-model ensemble of the runs of `names` (run before): experiments.ensemble_runs'
+    test figures, and its wall time plus its members'."""
+    output = os.path.join(args.workdir, "ensemble_runs.json")
+    wall = os.path.join(args.workdir, "ensemble_runs_wall.json")
+    command = [sys.executable, "-m", "experiments.ensemble_runs", *(f"--workdir={row_dir(args.workdir, n)}" for n in names),
+               f"--output={output}"] + (["--text_logreg"] if args.ensemble_text_logreg else [])
+    if not os.path.exists(output):
+        print(f"[ensemble] {' '.join(command[1:])}", flush=True)
+        started = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, timeout=args.timeout_minutes * 60)
+        with open(wall, "w") as f:
+            json.dump({"wall_seconds": round(time.perf_counter() - started, 1)}, f)
+    with open(output) as f:
+        combined = json.load(f)
+    seconds = json.load(open(wall))["wall_seconds"] if os.path.exists(wall) else 0.0
+    members = {r["model"]: r for r in rows}
+    seconds += sum(members[n]["wall_seconds"] or 0.0 for n in names if n in members)
+    label = " + ".join(names) + (" + TF-IDF" if args.ensemble_text_logreg else "")
+    figures = combined["test"]["ensemble"]
+    return {"model": f"ensemble of {label} runs", "seeds": None, "wall_seconds": round(seconds, 1),
+            "docs_per_s": None, **{m: round(figures[m], 4) for m in METRICS}, **{f"{m}_std": None for m in METRICS},
+            "ensemble": None, "weights": dict(zip(combined["members"], combined["weights"]))}
+
+
 def summarise(name: str, results: dict) -> dict:
     mean, std = results["members_mean"], results["members_std"]
     row = {"model": name, "seeds": results["num_members"], "wall_seconds": results.get("wall_seconds"),
@@ -104,7 +133,7 @@ def markdown(rows: list[dict], baselines: dict) -> str:
         if "accuracy" in b:  # the text baselines: real files only (the synthetic corpus has its references)
             lines.append(f"| {name} | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | {b['rmse']:.3f} | | |")
     for r in rows:
-        cells = [f"{r[m]:.3f} ± {r[f'{m}_std']:.3f}" for m in METRICS]
+        cells = [f"{r[m]:.3f}" + (f" ± {r[f'{m}_std']:.3f}" if r[f"{m}_std"] is not None else "") for m in METRICS]
         ens = r["ensemble"]
         ensemble = f"{ens['accuracy']:.3f} / {ens['macro_f1']:.3f} / {ens['rmse']:.3f}" if ens else ""
         wall = f"{r['wall_seconds'] / 60:.1f} min" if r["wall_seconds"] else ""
@@ -115,7 +144,8 @@ def markdown(rows: list[dict], baselines: dict) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(ROWS)
-    unknown = [n for n in names if n not in ROWS]
+    together = [n.strip() for n in args.ensemble.split(",") if n.strip()]
+    unknown = [n for n in names + together if n not in ROWS]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}: choose from {list(ROWS)}")
     rows, baselines = [], None
@@ -123,6 +153,12 @@ def main(argv=None) -> None:
         results = run_row(args, name)
         baselines = baselines or results["baselines"]
         rows.append(summarise(name, results))
+        print(json.dumps(rows[-1]), flush=True)
+    if together:
+        for name in together:
+            if name not in names:
+                run_row(args, name)
+        rows.append(ensemble_row(args, together, rows))
         print(json.dumps(rows[-1]), flush=True)
     made = provenance.describe()
     print(provenance.line(made) + "\n")

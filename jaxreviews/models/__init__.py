@@ -17,6 +17,8 @@
 | han     | hierarchical  | Yang et al. (2016), word/sentence encoders LSTM, GRU, CNN or       |
 |         |               | transformer                                                        |
 | han_upa | hierarchical  | HAN + user/product attention (NSC+UPA), optional concat and biases |
+| fasttext| flat          | Joulin et al. (2017): average of word and hashed bigram embeddings, |
+|         |               | optional user/product embeddings and biases, linear or MLP head    |
 | mf      | ids           | matrix factorisation with biases (collaborative filtering); with   |
 |         |               | `implicit_feedback=True` SVD++ (Koren 2008)                        |
 
@@ -36,6 +38,7 @@ import numpy as np
 
 from jaxreviews.models import backend, heads, layers
 from jaxreviews.options import schema
+from jaxreviews.models.fasttext import FastText
 from jaxreviews.models.mf import MatrixFactorization, TrainingPairs
 from jaxreviews.models.text import HierarchicalAttention, KimCNN, RNNClassifier
 
@@ -44,9 +47,9 @@ __all__ = ["MODEL_NAMES", "TrainingPairs", "backend", "batch_layout", "build_mod
 
 MODEL_NAMES = schema.MODEL_NAMES
 _LAYOUTS = {"cnn": "flat", "rnn": "flat", "bilstm": "flat", "han": "hierarchical", "han_upa": "hierarchical",
-            "mf": "ids"}
+            "fasttext": "flat", "mf": "ids"}
 _CLASSES = {"cnn": KimCNN, "rnn": RNNClassifier, "bilstm": RNNClassifier, "han": HierarchicalAttention,
-            "han_upa": HierarchicalAttention, "mf": MatrixFactorization}
+            "han_upa": HierarchicalAttention, "fasttext": FastText, "mf": MatrixFactorization}
 
 
 def _check_name(name: str) -> None:

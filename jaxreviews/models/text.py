@@ -74,8 +74,8 @@ class TextModel(nn.Module):
         offsets = None
         up = c.get("user_product")
         if up is not None and user_product is not None:
-            vectors, (users, products) = user_product
-            if up.concat_to_document:
+            vectors, (users, products) = user_product  # vectors None: the model concatenated them already
+            if up.concat_to_document and vectors is not None:
                 document = jnp.concatenate([document, vectors.astype(document.dtype)], axis=-1)
             if up.rating_biases:
                 bias_dtype = jnp.promote_types(self.dtype, jnp.float32)

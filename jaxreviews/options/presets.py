@@ -40,7 +40,7 @@ class Preset:
 
 def sizes(model: str, *, embed: int, hidden: int) -> dict:
     """A text model's widths: embeddings, encoders (per direction), attention, user/product."""
-    if model not in TEXT_MODELS:
+    if model not in TEXT_MODELS or model == "fasttext":  # fasttext keeps its own small widths
         return {}
     out = {"model.embed_dim": embed}
     encoders = {"rnn": ("encoder",), "bilstm": ("encoder",)}.get(model, ("word_encoder", "sentence_encoder"))
@@ -61,6 +61,8 @@ def _tiny(model: str) -> dict:
     out.update({"model.embed_dim": 16, "model.collaborative.factors": 8})
     if model == "cnn":
         out["model.num_filters"] = 8
+    elif model == "fasttext":
+        out.update({"model.ngram_buckets": 1024, "model.user_product.dim": 8})
     elif model in FLAT_RECURRENT:
         out.update({"model.encoder.hidden_size": 8, "model.encoder.num_filters": 8, "model.attention_dim": 16})
     else:

@@ -104,6 +104,8 @@ TEXT = dict(models=TEXT_MODELS)
 MF = dict(models=("mf",))
 HAN = dict(models=HIERARCHICAL)
 UPA = dict(models=("han_upa",))
+USER_PRODUCT = dict(models=("han_upa", "fasttext"))
+FASTTEXT = dict(models=("fasttext",))
 
 MODEL = {
     "name": Option("han_upa", "the model: cnn, rnn, bilstm, han, han_upa or mf (set by the config file)",
@@ -161,15 +163,23 @@ MODEL = {
     "word_encoder": encoder(HIERARCHICAL, 50),
     "sentence_encoder": encoder(HIERARCHICAL, 50),
     "sentence_norm": Option("none", "normalisation of the sentence vectors", choices=NORMS, **HAN),
+    # fasttext
+    "ngram_buckets": Option(2 ** 18, "hashed word-bigram embedding rows (the hashing trick); 0 = words only",
+                            check=NON_NEGATIVE, **FASTTEXT),
+    "hidden_dim": Option(0, "a hidden layer of this width between the average and the head; 0 = a linear head",
+                         check=NON_NEGATIVE, **FASTTEXT),
+    "hidden_activation": Option("relu", "the hidden layer's activation", choices=ACTIVATIONS, **FASTTEXT),
     "user_product": {
-        "dim": Option(100, "width of each of the user and product embeddings", check=COUNT, **UPA),
+        "dim": Option(ByModel(100, fasttext=16), "width of each of the user and product embeddings", check=COUNT,
+                      **USER_PRODUCT),
         "word_attention": Option(True, "[user; product] enters the word attention scores", **UPA),
         "sentence_attention": Option(True, "[user; product] enters the sentence attention scores", **UPA),
-        "concat_to_document": Option(True, "[user; product] concatenated to the document vector", **UPA),
-        "rating_biases": Option(True, "learned per-user and per-product biases added to the head's outputs", **UPA),
+        "concat_to_document": Option(True, "[user; product] concatenated to the document vector", **USER_PRODUCT),
+        "rating_biases": Option(True, "learned per-user and per-product biases added to the head's outputs",
+                                **USER_PRODUCT),
         "unknown_dropout": Option(0.05, "fraction of user ids, and apart of product ids, replaced by the unknown "
                                   "id 0 while training (what an unseen one gets learns the average)", check=RATE,
-                                  **UPA),
+                                  **USER_PRODUCT),
     },
 }
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 # The model names. The options of a model section depend on the model (reference.MODEL_OPTIONS).
-MODEL_NAMES = ("cnn", "rnn", "bilstm", "han", "han_upa", "mf")
-TEXT_MODELS = ("cnn", "rnn", "bilstm", "han", "han_upa")
+MODEL_NAMES = ("cnn", "rnn", "bilstm", "han", "han_upa", "fasttext", "mf")
+TEXT_MODELS = ("cnn", "rnn", "bilstm", "han", "han_upa", "fasttext")
 FLAT_RECURRENT = ("rnn", "bilstm")
 HIERARCHICAL = ("han", "han_upa")
 

@@ -16,6 +16,7 @@ sample: every run reports it beside the model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import numpy as np
@@ -111,22 +112,37 @@ def score(probabilities: np.ndarray, classes: np.ndarray, ratings: np.ndarray, r
     return evaluation.score_predictions(ratings, full.argmax(1), expected, rating_range, rating_step)
 
 
-def fit_and_score(train: ReviewArrays, validation: ReviewArrays, test: ReviewArrays, *, vocab_size: int,
-                  rating_range, rating_step, with_ids: bool = False, num_users: int = 0,
-                  num_products: int = 0, features: Features | None = None) -> dict:
-    """The baseline's test figures, the C chosen on validation (with every C's validation
-    log-loss) and the seconds it took. `features`: of `train`, made before (shared by variants)."""
+@dataclasses.dataclass(frozen=True)
+class FittedBaseline:
+    """The logistic regression chosen on validation, with the features it reads."""
+
+    model: object  # sklearn LogisticRegression
+    features: Features
+    C: float
+    validation_log_loss_by_C: dict[float, float]
+
+    def probabilities(self, arrays: ReviewArrays, num_classes: int) -> np.ndarray:
+        """[N, num_classes] class probabilities (a class the training split never had: 0)."""
+        full = np.zeros((len(arrays), num_classes))
+        full[:, self.model.classes_] = self.model.predict_proba(self.features(arrays))
+        return full
+
+
+def fit(train: ReviewArrays, validation: ReviewArrays, *, vocab_size: int, rating_range, rating_step,
+        with_ids: bool = False, num_users: int = 0, num_products: int = 0,
+        features: Features | None = None) -> FittedBaseline | str:
+    """The baseline fitted on `train` with C chosen by `validation` log-loss, or why there is
+    nothing to fit. `features`: of `train`, made before (shared by variants)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
-    began = time.perf_counter()
     if features is None:
         features = Features(train, vocab_size, with_ids=with_ids, num_users=num_users, num_products=num_products)
     labels = evaluation.classes_of(train.ratings, rating_range, rating_step)
     if len(features.columns) == 0 or len(np.unique(labels)) < 2:
-        return {"skipped": f"nothing to fit: {len(features.columns)} n-grams in {MIN_DF}+ training reviews, "
-                           f"{len(np.unique(labels))} rating classes"}
-    x_train, x_valid, x_test = features(train), features(validation), features(test)
+        return (f"nothing to fit: {len(features.columns)} n-grams in {MIN_DF}+ training reviews, "
+                f"{len(np.unique(labels))} rating classes")
+    x_train, x_valid = features(train), features(validation)
     valid_labels = evaluation.classes_of(validation.ratings, rating_range, rating_step)
     tried = {}
     best = None
@@ -137,10 +153,25 @@ def fit_and_score(train: ReviewArrays, validation: ReviewArrays, test: ReviewArr
         tried[c] = float(log_loss(valid_labels, model.predict_proba(x_valid), labels=model.classes_))
         if best is None or tried[c] < tried[best[0]]:
             best = (c, model)
-    c, model = best
-    figures = score(model.predict_proba(x_test), model.classes_, test.ratings, rating_range, rating_step)
-    return {**figures, "C": c, "validation_log_loss_by_C": {str(k): round(v, 5) for k, v in tried.items()},
-            "features": int(x_train.shape[1]), "seconds": round(time.perf_counter() - began, 2)}
+    return FittedBaseline(best[1], features, best[0], tried)
+
+
+def fit_and_score(train: ReviewArrays, validation: ReviewArrays, test: ReviewArrays, *, vocab_size: int,
+                  rating_range, rating_step, with_ids: bool = False, num_users: int = 0,
+                  num_products: int = 0, features: Features | None = None) -> dict:
+    """The baseline's test figures, the C chosen on validation (with every C's validation
+    log-loss) and the seconds it took. `features`: of `train`, made before (shared by variants)."""
+    began = time.perf_counter()
+    fitted = fit(train, validation, vocab_size=vocab_size, rating_range=rating_range, rating_step=rating_step,
+                 with_ids=with_ids, num_users=num_users, num_products=num_products, features=features)
+    if isinstance(fitted, str):
+        return {"skipped": fitted}
+    probabilities = fitted.probabilities(test, evaluation.num_classes_of(rating_range, rating_step))
+    figures = score(probabilities, np.arange(probabilities.shape[1]), test.ratings, rating_range, rating_step)
+    return {**figures, "C": fitted.C,
+            "validation_log_loss_by_C": {str(k): round(v, 5) for k, v in fitted.validation_log_loss_by_C.items()},
+            "features": int(fitted.features(train).shape[1]),
+            "seconds": round(time.perf_counter() - began, 2)}
 
 
 def baselines(splits) -> dict:

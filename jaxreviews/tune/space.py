@@ -241,7 +241,8 @@ def load_space(text: str, config: ml_collections.ConfigDict | None = None) -> Sp
 def default_space(config: ml_collections.ConfigDict) -> Space:
     """The issue's scales for the model of `config`: learning rate log-uniform 1e-4..1e-2, batch
     size 8..64 and hidden size 32..256 in powers of two, layers 1..3 linear, the recurrent cell a
-    choice, head dropout uniform 0..0.5 (mf: factors and their L2 instead of the text model's)."""
+    choice, head dropout uniform 0..0.5 (mf: factors and their L2 instead of the text model's;
+    fasttext: its embedding width 16..128)."""
     model = config.model
     spec: dict[str, dict] = {"optimizer.learning_rate": {"log": [1e-4, 1e-2]}}
     if model.name == "mf":
@@ -257,6 +258,8 @@ def default_space(config: ml_collections.ConfigDict) -> Space:
         spec["cell"] = {"choice": ["lstm", "gru"], "keys": [f"{e}.kind" for e in encoders]}
     elif "num_filters" in model:
         spec["model.num_filters"] = {"pow2": [32, 256]}
+    elif "ngram_buckets" in model:  # fasttext: the width of its averaged embeddings
+        spec["model.embed_dim"] = {"pow2": [16, 128]}
     spec["model.head_dropout"] = {"float": [0.0, 0.5]}
     return parse_space(spec)
 
