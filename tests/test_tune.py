@@ -12,7 +12,7 @@ import pytest
 import jaxreviews
 from experiments.configs import cnn, mf
 from jaxreviews import options as options_lib
-from jaxreviews.tune import sweep as sweep_lib
+from jaxreviews.tune import space as space_lib, sweep as sweep_lib
 from tests.training import CACHE, set_keys
 
 State = optuna.trial.TrialState
@@ -152,3 +152,16 @@ def test_memory_budget_and_divergence_fail_trials_with_their_reasons(tmp_path):
     assert "learning rate too high (1e+35)" in diverged.user_attrs["fail_reason"]
     report = open(tmp_path / "diverge" / "trials" / "0000" / "trial.json").read()
     assert "diverged" in report
+
+
+def test_fasttext_sweeps_its_default_space(tmp_path):
+    """The fasttext model in a sweep like every model: its default space varies its width."""
+    config = options_lib.default_config("fasttext", "tiny")
+    config.train.epochs, config.train.tensorboard, config.compilation.cache_dir = 1, False, CACHE
+    set_keys(config, {"search.startup_trials": 2, "search.pruner": "none"})
+    result = sweep_lib.run_sweep(config, str(tmp_path), trials=2, method="random", log=lambda *_: None)
+    assert result["complete"] == 2
+    for trial in result["study"].trials:
+        width = 2 ** trial.params["model.embed_dim" + space_lib.LOG2_SUFFIX]
+        assert 16 <= width <= 128
+        assert jaxreviews.load_run(tmp_path / "trials" / f"{trial.number:04d}").config.model.embed_dim == width

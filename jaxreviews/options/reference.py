@@ -126,7 +126,8 @@ MODEL = {
     "bias_shrinkage": Option(10.0, "per row: shrinkage / (training count) x bias^2", check=NON_NEGATIVE, **MF),
     "implicit_feedback": Option(False, "SVD++: the products a user rated enter the user vector", **MF),
     # text models
-    "embed_dim": Option(100, "word embedding width (a pretrained table's width wins)", check=COUNT, **TEXT),
+    "embed_dim": Option(ByModel(100, fasttext=64), "word embedding width (a pretrained table's width wins)",
+                        check=COUNT, **TEXT),
     "freeze_embeddings": Option(False, "keep the word table fixed", **TEXT),
     "embedding_dropout": Option(ByModel(0.0, han=0.1, han_upa=0.1), "dropout on the word embeddings", check=RATE,
                                 **TEXT),
@@ -164,7 +165,7 @@ MODEL = {
     "sentence_encoder": encoder(HIERARCHICAL, 50),
     "sentence_norm": Option("none", "normalisation of the sentence vectors", choices=NORMS, **HAN),
     # fasttext
-    "ngram_buckets": Option(2 ** 18, "hashed word-bigram embedding rows (the hashing trick); 0 = words only",
+    "ngram_buckets": Option(2 ** 16, "hashed word-bigram embedding rows (the hashing trick); 0 = words only",
                             check=NON_NEGATIVE, **FASTTEXT),
     "hidden_dim": Option(0, "a hidden layer of this width between the average and the head; 0 = a linear head",
                          check=NON_NEGATIVE, **FASTTEXT),
@@ -244,7 +245,7 @@ DATA = {
 
 OPTIMIZER = {
     "name": Option("adam", "the optimiser", choices=OPTIMIZERS),
-    "learning_rate": Option(ByModel(1e-3, mf=2e-2), "peak learning rate", check=greater_than(0)),
+    "learning_rate": Option(ByModel(1e-3, mf=2e-2, fasttext=4e-3), "peak learning rate", check=greater_than(0)),
     "scale_with_batch": Option(False, "linear scaling: learning_rate x batch_size / base_batch_size"),
     "base_batch_size": Option(32, "the batch size learning_rate is given for (scale_with_batch)", check=COUNT),
     "b1": Option(0.9, "Adam's beta1", check=between(0.0, 1.0, high_open=True)),
@@ -277,7 +278,8 @@ OPTIMIZER = {
 }
 
 TRAIN = {
-    "batch_size": Option(ByModel(32, mf=8192), "the global batch, split over processes and devices", check=COUNT),
+    "batch_size": Option(ByModel(32, mf=8192, fasttext=128), "the global batch, split over processes and devices",
+                         check=COUNT),
     "epochs": Option(ByModel(5, mf=60), "epochs to train; a finished or stopped run continues to a larger value",
                      check=COUNT, resumable=True),
     "eval_every_steps": Option(0, "validate every N steps; 0 = at the end of every epoch", check=NON_NEGATIVE),
