@@ -51,6 +51,15 @@ def test_the_text_decides_and_the_baseline_reads_it():
     with_ids = text_baseline.fit_and_score(train, valid, test, vocab_size=vocab, rating_range=(1.0, 5.0),
                                            rating_step=1.0, with_ids=True, num_users=users, num_products=products)
     assert with_ids["features"] == found["features"] + users + products
+    # the same figures every time (saga's row order is seeded), and the probabilities they come from
+    again = text_baseline.fit_and_score(train, valid, test, vocab_size=vocab, rating_range=(1.0, 5.0),
+                                        rating_step=1.0)
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in found.items() if k != "seconds"}
+    fitted = text_baseline.fit(train, valid, vocab_size=vocab, rating_range=(1.0, 5.0), rating_step=1.0)
+    probabilities = fitted.probabilities(test, 5)
+    np.testing.assert_allclose(probabilities.sum(1), 1.0)
+    assert np.all(probabilities[:, [1, 3]] == 0)  # ratings 2 and 4 never occur in training
+    assert fitted.C == found["C"]
 
 
 def test_the_features_come_from_the_training_split_only():
