@@ -38,7 +38,8 @@ def test_members_score_as_their_runs_and_the_ensemble_is_their_average(runs):
     probabilities = (members[0].splits["test"][0] + members[1].splits["test"][0]) / 2
     values = 1.0 + np.arange(probabilities.shape[1])
     ratings = splits.test.arrays.ratings.astype(np.float64)
-    assert combined["test"]["ensemble"]["rmse"] == pytest.approx(np.sqrt(np.mean((probabilities @ values - ratings) ** 2)))
+    expected_rmse = np.sqrt(np.mean((probabilities @ values - ratings) ** 2))
+    assert combined["test"]["ensemble"]["rmse"] == pytest.approx(expected_rmse)
     assert combined["test"]["ensemble"]["accuracy"] == pytest.approx(np.mean(probabilities.argmax(1) + 1 == ratings))
 
 
@@ -83,7 +84,7 @@ def test_the_command(runs, tmp_path):
     assert written["selection"] == "validation" and sum(written["weights"]) == pytest.approx(1.0)
     assert "ensemble (validation weights)" in done.stdout and "baseline: majority" in done.stdout
     refused = subprocess.run([sys.executable, "-m", "experiments.ensemble_runs", f"--workdir={runs['fasttext']}",
-                              f"--workdir={tmp_path / 'missing'}"], cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                             capture_output=True, text=True, timeout=900)
+                              f"--workdir={tmp_path / 'missing'}"], cwd=REPO,
+                             env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=900)
     assert refused.returncode != 0 and "missing: no such directory" in refused.stderr
     assert "Traceback" not in refused.stderr

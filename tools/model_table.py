@@ -14,6 +14,7 @@ table, then one JSON line with every figure.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -50,8 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--only", default="", help="comma-separated row names (default: all)")
     p.add_argument("--ensemble", default="", help="comma-separated rows whose runs are averaged into one more row "
-                   "(experiments.ensemble_runs, equal weights), e.g. fasttext,cnn,han_upa")
+                   "(experiments.ensemble_runs), e.g. fasttext,cnn,han_upa")
     p.add_argument("--ensemble_text_logreg", action="store_true", help="the TF-IDF baseline joins that ensemble")
+    p.add_argument("--ensemble_selection", choices=("equal", "validation"), default="equal",
+                   help="the ensemble's weights: equal, or chosen on the validation split")
     p.add_argument("--timeout_minutes", type=float, default=60.0, help="a row's run is stopped past this")
     p.add_argument("overrides", nargs="*", help="more --config.key=value flags for every row")
     return p.parse_args(argv)
@@ -90,10 +93,13 @@ def run_row(args, name: str) -> dict:
 def ensemble_row(args, names: list[str], rows: list[dict]) -> dict:
     """The cross-model ensemble of the runs of `names` (run before): experiments.ensemble_runs'
     test figures, and its wall time plus its members'."""
-    output = os.path.join(args.workdir, "ensemble_runs.json")
-    wall = os.path.join(args.workdir, "ensemble_runs_wall.json")
-    command = [sys.executable, "-m", "experiments.ensemble_runs", *(f"--workdir={row_dir(args.workdir, n)}" for n in names),
-               f"--output={output}"] + (["--text_logreg"] if args.ensemble_text_logreg else [])
+    label = " + ".join(names) + (" + TF-IDF" if args.ensemble_text_logreg else "")
+    stem = "ensemble_runs-" + hashlib.sha1(f"{label} {args.ensemble_selection}".encode()).hexdigest()[:8]
+    output = os.path.join(args.workdir, stem + ".json")  # one file per ensemble asked for
+    wall = os.path.join(args.workdir, stem + "-wall.json")
+    command = [sys.executable, "-m", "experiments.ensemble_runs",
+               *(f"--workdir={row_dir(args.workdir, n)}" for n in names), f"--output={output}",
+               f"--selection={args.ensemble_selection}"] + (["--text_logreg"] if args.ensemble_text_logreg else [])
     if not os.path.exists(output):
         print(f"[ensemble] {' '.join(command[1:])}", flush=True)
         started = time.perf_counter()
@@ -105,9 +111,9 @@ def ensemble_row(args, names: list[str], rows: list[dict]) -> dict:
     seconds = json.load(open(wall))["wall_seconds"] if os.path.exists(wall) else 0.0
     members = {r["model"]: r for r in rows}
     seconds += sum(members[n]["wall_seconds"] or 0.0 for n in names if n in members)
-    label = " + ".join(names) + (" + TF-IDF" if args.ensemble_text_logreg else "")
     figures = combined["test"]["ensemble"]
-    return {"model": f"ensemble of {label} runs", "seeds": None, "wall_seconds": round(seconds, 1),
+    weights = "" if args.ensemble_selection == "equal" else ", weights chosen on validation"
+    return {"model": f"ensemble of {label} runs{weights}", "seeds": None, "wall_seconds": round(seconds, 1),
             "docs_per_s": None, **{m: round(figures[m], 4) for m in METRICS}, **{f"{m}_std": None for m in METRICS},
             "ensemble": None, "weights": dict(zip(combined["members"], combined["weights"]))}
 
