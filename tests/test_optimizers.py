@@ -126,3 +126,16 @@ def test_unknown_names_raise():
     with pytest.raises(ValueError, match="optimizer.name"):
         run(config, steps=1)
 
+
+
+def test_max_steps_ends_the_schedule_at_the_last_step():
+    """train.max_steps before the epochs end: a cosine decay reaches its end value there; under
+    gradient accumulation the optimiser steps are max_steps / accumulation."""
+    config = options.section("optimizer", "cnn")
+    config.schedule.name, config.schedule.end_factor = "warmup_cosine", 0.0
+    _, schedule = optimizers.make_optimizer(config, steps_per_epoch=10, total_epochs=5, batch_size=32, max_steps=12)
+    assert float(schedule(12)) == pytest.approx(0.0, abs=1e-9) and float(schedule(6)) > 0
+    config.accumulation_steps = 2
+    assert optimizers.optimizer_steps(config, steps_per_epoch=10, total_epochs=5, max_steps=12) == 6
+    assert optimizers.optimizer_steps(config, steps_per_epoch=10, total_epochs=5) == 25
+    assert optimizers.optimizer_steps(config, steps_per_epoch=10, total_epochs=5, max_steps=400) == 25

@@ -103,7 +103,7 @@ def test_no_effect_and_resumable_keys_are_declared_once():
     assert {"train.log_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints", "train.prefetch",
             "train.tensorboard", "compilation.cache_dir", "distributed", "mesh.model"} <= set(options.NO_EFFECT_KEYS)
     assert not {"optimizer.learning_rate", "train.batch_size", "seed", "data.shuffle_seed"} & set(options.NO_EFFECT_KEYS)
-    assert set(options.RESUMABLE_KEYS) == {"train.epochs", "train.patience"}
+    assert set(options.RESUMABLE_KEYS) == {"train.epochs", "train.patience", "train.max_steps"}
     from jaxreviews.tune.sweep import compared_config
     compared = compared_config(options.default_config("cnn"))
     assert not set(compared) & set(options.NO_EFFECT_KEYS) and "optimizer.learning_rate" in compared

@@ -158,6 +158,21 @@ def test_another_config_is_refused_naming_the_keys_and_more_epochs_continue(tmp_
         run_here(tmp_path, tiny(**{"train.epochs": 1, "train.patience": 0}))
 
 
+def test_max_steps_ends_training_mid_epoch_validates_there_and_continues_further(tmp_path):
+    """Large corpora train by steps: max_steps=7 of 6 epochs ends at step 7 with a validation and
+    the test there; a larger max_steps continues the finished run, a smaller one is refused."""
+    config = tiny("cnn", **{"train.max_steps": 7, "train.patience": 0})
+    first = run_here(tmp_path, config)
+    assert first.steps == 7
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in records if r["kind"] == "validation"][-1] == 7
+    assert [r["step"] for r in records if r["kind"] == "test"] == [7]
+    longer = run_here(tmp_path, tiny("cnn", **{"train.max_steps": 12, "train.patience": 0}))
+    assert longer.steps == 12
+    with pytest.raises(WorkdirError, match="cannot be shortened to train.max_steps=5"):
+        run_here(tmp_path, tiny("cnn", **{"train.max_steps": 5, "train.patience": 0}))
+
+
 def test_the_logged_learning_rate_is_the_optimiser_steps_under_accumulation(tmp_path):
     """With 2 micro-steps an update, the schedule moves every second step, and so does the log."""
     run_here(tmp_path, tiny("cnn", **{"train.epochs": 1, "optimizer.accumulation_steps": 2, "train.log_every_steps": 1,

@@ -282,6 +282,9 @@ TRAIN = {
                          check=COUNT),
     "epochs": Option(ByModel(5, mf=60), "epochs to train; a finished or stopped run continues to a larger value",
                      check=COUNT, resumable=True),
+    "max_steps": Option(0, "total training steps; when set, training ends at this step if train.epochs has not "
+                        "ended it before (schedules span these steps); 0 = train.epochs decides", check=NON_NEGATIVE,
+                        resumable=True),
     "eval_every_steps": Option(0, "validate every N steps; 0 = at the end of every epoch", check=NON_NEGATIVE),
     "early_stopping_metric": Option(ByModel("accuracy", mf="rmse"),
                                     "the validation metric that picks the best step and stops early",

@@ -111,7 +111,7 @@ class Experiment:
 
     @property
     def total_steps(self) -> int:
-        return self.steps_per_epoch * self.config.train.epochs
+        return training_steps(self.config, self.steps_per_epoch)
 
     def _check(self, batch: dict) -> None:
         batching.check_ids(batch, vocab_size=len(self.splits.vocab), num_users=len(self.splits.users),
@@ -225,7 +225,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
     model_info = model_description(config, splits, sizes, statistics, first_order, auto, workdir)
     tx, schedule = optimizers.make_optimizer(
         config.optimizer, steps_per_epoch=train_batches.steps_per_epoch, total_epochs=config.train.epochs,
-        batch_size=batch_size, cycles=int(config.train.snapshots),
+        batch_size=batch_size, cycles=int(config.train.snapshots), max_steps=int(config.train.get("max_steps", 0)),
         injected=population.injected_hyperparameters(config))
     single = state_shardings(model, tx, mesh, _on_mesh(example_batch, mesh), splits.pretrained, split)
     state_sharding = members_lib.with_member_axis(single)
@@ -408,13 +408,22 @@ def shuffle_seed(config: ml_collections.ConfigDict) -> int:
     return config.seed if seed < 0 else seed
 
 
+def training_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """The run's training steps: `train.epochs` epochs, or `train.max_steps` when that comes first."""
+    total = steps_per_epoch * config.train.epochs
+    max_steps = int(config.train.get("max_steps", 0))  # a saved run's config may predate it
+    return min(total, max_steps) if max_steps > 0 else total
+
+
 def snapshot_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> list[int]:
     """The (micro-)steps that end each cosine cycle of `train.snapshots`."""
     cycles = int(config.train.snapshots)
     if cycles <= 1:
         return []
     accumulation = max(1, config.optimizer.accumulation_steps)
-    total = max(1, steps_per_epoch // accumulation) * config.train.epochs
+    total = optimizers.optimizer_steps(config.optimizer, steps_per_epoch=steps_per_epoch,
+                                       total_epochs=config.train.epochs,
+                                       max_steps=int(config.train.get("max_steps", 0)))
     return [boundary * accumulation for boundary in optimizers.cycle_boundaries(total, cycles)[1:]]
 
 

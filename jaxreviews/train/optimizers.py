@@ -23,12 +23,21 @@ def peak_learning_rate(config: ml_collections.ConfigDict, batch_size: int) -> fl
     return lr * batch_size / config.base_batch_size if config.scale_with_batch else lr
 
 
+def optimizer_steps(config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_epochs: int,
+                    max_steps: int = 0) -> int:
+    """The optimiser steps of a run: `total_epochs` epochs, or fewer when `max_steps` (training
+    micro-steps, `train.max_steps`) ends it first."""
+    accumulation = max(1, config.accumulation_steps)
+    total = max(1, steps_per_epoch // accumulation) * total_epochs
+    return max(1, min(total, max_steps // accumulation) if max_steps > 0 else total)
+
+
 def make_schedule(config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_epochs: int,
-                  batch_size: int) -> optax.Schedule:
-    """The learning rate as a function of the optimiser step."""
+                  batch_size: int, max_steps: int = 0) -> optax.Schedule:
+    """The learning rate as a function of the optimiser step; decays span the run's steps."""
     s, lr = config.schedule, peak_learning_rate(config, batch_size)
+    total = optimizer_steps(config, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs, max_steps=max_steps)
     steps_per_epoch = max(1, steps_per_epoch // max(1, config.accumulation_steps))
-    total = max(1, steps_per_epoch * total_epochs)
     warmup = int(s.warmup_epochs * steps_per_epoch)
     if s.name == "constant":
         main = optax.constant_schedule(lr)
@@ -130,7 +139,7 @@ INJECTABLE = ("learning_rate", "weight_decay")
 
 
 def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, total_epochs: int,
-                   batch_size: int, cycles: int = 0,
+                   batch_size: int, cycles: int = 0, max_steps: int = 0,
                    injected: tuple[str, ...] = ()) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(tx, schedule) of `config`. `cycles` > 1 replaces the config's schedule (which must be the
     default "constant") by `cyclic_cosine_schedule` over the run's steps: snapshot ensembles.
@@ -147,11 +156,12 @@ def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, t
         if config.schedule.name != "constant":
             raise ValueError(f"train.snapshots={cycles} sets its own cyclic cosine schedule; "
                              f"optimizer.schedule.name={config.schedule.name!r} would be ignored: leave it 'constant'")
-        total = max(1, steps_per_epoch // max(1, config.accumulation_steps)) * total_epochs
+        total = optimizer_steps(config, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs,
+                                max_steps=max_steps)
         schedule = cyclic_cosine_schedule(peak_learning_rate(config, batch_size), total, cycles)
     else:
         schedule = make_schedule(config, steps_per_epoch=steps_per_epoch, total_epochs=total_epochs,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, max_steps=max_steps)
     base_learning_rate = config.learning_rate
 
     def build(learning_rate=base_learning_rate, weight_decay=config.weight_decay):

@@ -127,6 +127,11 @@ class RunDirectory:
             if epochs and epochs[1] < epochs[0]:
                 raise WorkdirError(f"{self.path} holds a run finished after train.epochs={epochs[0]}; it cannot be "
                                    f"shortened to {epochs[1]}: use another --workdir")
+            max_steps = effective.get("train.max_steps")
+            trained = RunResults.load(results_path).steps
+            if max_steps and 0 < max_steps[1] < trained:
+                raise WorkdirError(f"{self.path} holds a run finished after {trained} steps; it cannot be shortened "
+                                   f"to train.max_steps={max_steps[1]}: use another --workdir")
             log.info("continuing the finished run in %s: %s", self.path,
                      ", ".join(f"{k} {a} -> {b}" for k, (a, b) in effective.items()))
             if self.is_main:
