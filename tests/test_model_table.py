@@ -30,8 +30,9 @@ def test_a_row_reports_its_members_mean_and_std_and_is_not_rerun(tmp_path):
     written, = [name for name in os.listdir(tmp_path) if name.startswith("ensemble_runs-") and "wall" not in name]
     with open(tmp_path / written) as f:
         combined = json.load(f)
-    assert together["model"] == "ensemble of mf + fasttext runs" and together["weights"] == {"mf": 0.5, "fasttext": 0.5}
+    assert together["model"] == "ensemble of the mf and fasttext runs" and together["weights"] == {"mf": 0.5, "fasttext": 0.5}
     assert together["rmse"] == round(combined["test"]["ensemble"]["rmse"], 4) and together["rmse_std"] is None
+    assert together["wall_seconds"] > row["wall_seconds"]  # the members' runs and the average
     # The table says when, on which commit and machine, and by which command it was made.
     made = table["provenance"]
     assert made["command"].startswith("python tools/model_table.py --data synthetic --workdir")

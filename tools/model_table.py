@@ -90,10 +90,11 @@ def run_row(args, name: str) -> dict:
     return results
 
 
-def ensemble_row(args, names: list[str], rows: list[dict]) -> dict:
+def ensemble_row(args, names: list[str], members: dict[str, dict]) -> dict:
     """The cross-model ensemble of the runs of `names` (run before): experiments.ensemble_runs'
     test figures, and its wall time plus its members'."""
-    label = " + ".join(names) + (" + TF-IDF" if args.ensemble_text_logreg else "")
+    parts = names + (["TF-IDF"] if args.ensemble_text_logreg else [])
+    label = ", ".join(parts[:-1]) + " and " + parts[-1]
     stem = "ensemble_runs-" + hashlib.sha1(f"{label} {args.ensemble_selection}".encode()).hexdigest()[:8]
     output = os.path.join(args.workdir, stem + ".json")  # one file per ensemble asked for
     wall = os.path.join(args.workdir, stem + "-wall.json")
@@ -109,11 +110,10 @@ def ensemble_row(args, names: list[str], rows: list[dict]) -> dict:
     with open(output) as f:
         combined = json.load(f)
     seconds = json.load(open(wall))["wall_seconds"] if os.path.exists(wall) else 0.0
-    members = {r["model"]: r for r in rows}
-    seconds += sum(members[n]["wall_seconds"] or 0.0 for n in names if n in members)
+    seconds += sum(members[n]["wall_seconds"] or 0.0 for n in names)  # the members' runs, then the average
     figures = combined["test"]["ensemble"]
     weights = "" if args.ensemble_selection == "equal" else ", weights chosen on validation"
-    return {"model": f"ensemble of {label} runs{weights}", "seeds": None, "wall_seconds": round(seconds, 1),
+    return {"model": f"ensemble of the {label} runs{weights}", "seeds": None, "wall_seconds": round(seconds, 1),
             "docs_per_s": None, **{m: round(figures[m], 4) for m in METRICS}, **{f"{m}_std": None for m in METRICS},
             "ensemble": None, "weights": dict(zip(combined["members"], combined["weights"]))}
 
@@ -161,10 +161,8 @@ def main(argv=None) -> None:
         rows.append(summarise(name, results))
         print(json.dumps(rows[-1]), flush=True)
     if together:
-        for name in together:
-            if name not in names:
-                run_row(args, name)
-        rows.append(ensemble_row(args, together, rows))
+        members = {name: summarise(name, run_row(args, name)) for name in together}  # finished rows are read
+        rows.append(ensemble_row(args, together, members))
         print(json.dumps(rows[-1]), flush=True)
     made = provenance.describe()
     print(provenance.line(made) + "\n")
