@@ -154,6 +154,7 @@ def test_memory_budget_and_divergence_fail_trials_with_their_reasons(tmp_path):
     assert "diverged" in report
 
 
+@pytest.mark.slow  # the default space's keys are checked in test_tune_space; this trains two trials
 def test_fasttext_sweeps_its_default_space(tmp_path):
     """The fasttext model in a sweep like every model: its default space varies its width."""
     config = options_lib.default_config("fasttext", "tiny")

@@ -245,7 +245,7 @@ DATA = {
 
 OPTIMIZER = {
     "name": Option("adam", "the optimiser", choices=OPTIMIZERS),
-    "learning_rate": Option(ByModel(1e-3, mf=2e-2, fasttext=4e-3), "peak learning rate", check=greater_than(0)),
+    "learning_rate": Option(ByModel(1e-3, mf=2e-2, fasttext=6e-3), "peak learning rate", check=greater_than(0)),
     "scale_with_batch": Option(False, "linear scaling: learning_rate x batch_size / base_batch_size"),
     "base_batch_size": Option(32, "the batch size learning_rate is given for (scale_with_batch)", check=COUNT),
     "b1": Option(0.9, "Adam's beta1", check=between(0.0, 1.0, high_open=True)),
@@ -278,7 +278,7 @@ OPTIMIZER = {
 }
 
 TRAIN = {
-    "batch_size": Option(ByModel(32, mf=8192, fasttext=128), "the global batch, split over processes and devices",
+    "batch_size": Option(ByModel(32, mf=8192, fasttext=256), "the global batch, split over processes and devices",
                          check=COUNT),
     "epochs": Option(ByModel(5, mf=60), "epochs to train; a finished or stopped run continues to a larger value",
                      check=COUNT, resumable=True),
