@@ -60,9 +60,10 @@ def main(argv):
             raise FileNotFoundError(f"--workdir={workdir}: no such directory (train one with experiments.train)")
     runs = [load_run(os.path.expanduser(w), FLAGS.which) for w in FLAGS.workdir]
     runtime.enable_compilation_cache(runs[0].config.compilation.get("cache_dir", "auto"))
-    results = RunResults.load(os.path.join(runs[0].workdir, "results.json"))  # the baselines of its split
+    finished = os.path.join(runs[0].workdir, "results.json")  # the baselines of its split, once it finished
+    found = RunResults.load(finished).baselines if os.path.exists(finished) else {}
     baselines = {key: {c: v for c, v in values.items() if c in COLUMNS}
-                 for key, values in results.baselines.items() if isinstance(values, dict)}
+                 for key, values in found.items() if isinstance(values, dict)}
     # an --output that cannot be written fails before the work
     with cli.written(FLAGS.output) if FLAGS.output else contextlib.nullcontext() as f:
         combined = combine_runs.combine_runs(runs, names=analyze.unique_names(FLAGS.workdir),

@@ -59,6 +59,11 @@ def test_validation_weights_pick_the_better_member_and_never_read_test():
     bad = combine_runs.Member("bad", (wrong, ratings + 2), (exact, ratings))
     weights = combine_runs.greedy_weights([good, bad], ratings, (1.0, 5.0), 1.0)
     np.testing.assert_allclose(weights, [1.0, 0.0])  # chosen on validation alone
+    ratings_only = [combine_runs.Member(m.name, (None, m.splits["validation"][1]), (None, m.splits["test"][1]))
+                    for m in (good, bad)]
+    with pytest.raises(ValueError, match="no member has class probabilities"):
+        combine_runs.greedy_weights(ratings_only, ratings, (1.0, 5.0), 1.0, metric="nll")
+    np.testing.assert_allclose(combine_runs.greedy_weights(ratings_only, ratings, (1.0, 5.0), 1.0), [1.0, 0.0])
     probabilities, rating = combine_runs.average([good, bad], np.array([0.5, 0.5]), "validation")
     np.testing.assert_allclose(rating, ratings + 1)
     np.testing.assert_allclose(probabilities, (exact + wrong) / 2)
@@ -71,6 +76,11 @@ def test_runs_of_different_splits_are_refused(runs, tmp_path):
         combine_runs.combine_runs([jaxreviews.load_run(runs["fasttext"]), jaxreviews.load_run(other)])
     with pytest.raises(ValueError, match="two or more"):
         combine_runs.combine_runs([jaxreviews.load_run(runs["fasttext"])])
+    pair = [jaxreviews.load_run(runs["fasttext"]), jaxreviews.load_run(runs["cnn"])]
+    with pytest.raises(ValueError, match="one distinct name per run"):
+        combine_runs.combine_runs(pair, names=["ensemble", "cnn"])
+    with pytest.raises(ValueError, match="one distinct name per run"):
+        combine_runs.combine_runs(pair, names=["fasttext"])
 
 
 def test_the_command(runs, tmp_path):

@@ -173,6 +173,19 @@ def test_max_steps_ends_training_mid_epoch_validates_there_and_continues_further
         run_here(tmp_path, tiny("cnn", **{"train.max_steps": 5, "train.patience": 0}))
 
 
+def test_a_run_saved_before_an_option_existed_reads_it_at_its_default(tmp_path, caplog):
+    """config.json of an older version lacks today's options: they count at their defaults, so
+    the finished run is reported, not continued (train.max_steps came after many runs)."""
+    first = run_here(tmp_path, tiny("cnn", **{"train.epochs": 1}))
+    saved = json.load(open(tmp_path / "config.json"))
+    del saved["train"]["max_steps"]
+    json.dump(saved, open(tmp_path / "config.json", "w"))
+    with caplog.at_level(logging.INFO, logger="jaxreviews"):
+        again = run_here(tmp_path, tiny("cnn", **{"train.epochs": 1}))
+    assert "continuing" not in caplog.text and again.param_checksum == first.param_checksum
+    assert not os.path.exists(tmp_path / "results.previous.json")
+
+
 def test_the_logged_learning_rate_is_the_optimiser_steps_under_accumulation(tmp_path):
     """With 2 micro-steps an update, the schedule moves every second step, and so does the log."""
     run_here(tmp_path, tiny("cnn", **{"train.epochs": 1, "optimizer.accumulation_steps": 2, "train.log_every_steps": 1,

@@ -260,3 +260,23 @@ def test_cmaes_and_gp_through_the_worker_loop(tmp_path, monkeypatch, method):
     trials = sweep.study.get_trials()
     assert len(trials) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert all(1e-4 <= t.params["optimizer.learning_rate"] <= 1e-2 for t in trials)
+
+
+def test_a_study_recorded_before_an_option_existed_continues_at_its_default(tmp_path):
+    """A study's recorded config lacks an option added since (train.max_steps): at its default it
+    is the same study; at another value the study searches something else."""
+    from jaxreviews.tune import study as study_lib
+    from jaxreviews.tune.sweep import compared_config
+
+    config = cnn.get_config("tiny")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = study_lib.open_storage(url)
+    recorded = compared_config(config)
+    del recorded["train.max_steps"]
+    attrs = {"config": recorded, "space": {}, "metric": "accuracy", "direction": "maximize", "folds": 0, "seeds": 1}
+    study_lib.open_study(storage, "s", direction="maximize", attrs=attrs, url=url)
+    study_lib.open_study(storage, "s", direction="maximize", attrs={**attrs, "config": compared_config(config)}, url=url)
+    config.train.max_steps = 5
+    with pytest.raises(ValueError, match=r"config train.max_steps: 0 -> 5"):
+        study_lib.open_study(storage, "s", direction="maximize", attrs={**attrs, "config": compared_config(config)},
+                             url=url)

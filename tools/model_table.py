@@ -155,6 +155,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(ROWS)
     together = [n.strip() for n in args.ensemble.split(",") if n.strip()]
+    if together and len(together) + args.ensemble_text_logreg < 2:
+        raise SystemExit(f"--ensemble={args.ensemble}: two or more rows (or one and --ensemble_text_logreg)")
     unknown = [n for n in names + together if n not in ROWS]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}: choose from {list(ROWS)}")

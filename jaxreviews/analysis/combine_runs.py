@@ -88,6 +88,8 @@ def run_member(run, splits, name: str) -> Member:
 def text_logreg_member(splits) -> Member:
     from jaxreviews.train import text_baseline
 
+    if min(len(splits.train), len(splits.validation), len(splits.test)) == 0:
+        raise ValueError("text_logreg: an empty split: nothing to fit, choose C on or score")
     fitted = text_baseline.fit(splits.train.arrays, splits.validation.arrays, vocab_size=len(splits.vocab),
                                rating_range=splits.rating_range, rating_step=splits.rating_step)
     if isinstance(fitted, str):
@@ -138,6 +140,9 @@ def greedy_weights(members: list[Member], ratings: np.ndarray, rating_range, rat
     the validation split; the weights of the best prefix (counts / picks)."""
     if metric not in SELECTION_METRICS:
         raise ValueError(f"selection metric {metric!r}: one of {SELECTION_METRICS}")
+    if metric == "nll" and not any(m.has_probabilities for m in members):
+        raise ValueError("selection metric nll: no member has class probabilities (regression runs only); "
+                         "choose rmse")
     counts = np.zeros(len(members))
     best_counts, best_loss = None, np.inf
     for _ in range(rounds or 4 * len(members)):
@@ -151,6 +156,8 @@ def greedy_weights(members: list[Member], ratings: np.ndarray, rating_range, rat
         counts[pick] += 1
         if losses[pick] < best_loss - 1e-12:
             best_loss, best_counts = losses[pick], counts.copy()
+    if best_counts is None:  # no finite score (non-finite predictions): nothing to prefer
+        return np.full(len(members), 1.0 / len(members))
     return best_counts / best_counts.sum()
 
 
@@ -163,6 +170,9 @@ def combine_runs(runs: list, *, names: list[str] | None = None, selection: str =
     if len(runs) + int(text_logreg) < 2:
         raise ValueError("an ensemble across runs needs two or more members (runs, or a run and text_logreg)")
     names = list(names or [os.path.basename(os.path.normpath(run.workdir)) for run in runs])
+    reserved = {"ensemble"} | ({"text_logreg"} if text_logreg else set())
+    if len(names) != len(runs) or len(set(names)) != len(names) or reserved & set(names):
+        raise ValueError(f"member names {names}: one distinct name per run, none of {sorted(reserved)}")
     cache: dict = {}
     all_splits = [predictions_lib.load_data(run, cache) for run in runs]
     for run, splits in zip(runs[1:], all_splits[1:]):

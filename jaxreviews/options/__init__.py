@@ -12,6 +12,8 @@ that do not change what a run computes (a run may resume, a study continue, with
 """
 from __future__ import annotations
 
+import json
+
 import ml_collections
 
 from jaxreviews.options import presets as presets_lib, reference
@@ -20,7 +22,8 @@ from jaxreviews.options.schema import MODEL_NAMES, TEXT_MODELS, Option, walk
 from jaxreviews.options.validation import ConfigError, flatten, options_of, problems, validate
 
 __all__ = ["ConfigError", "MODEL_NAMES", "NO_EFFECT_KEYS", "PRESETS", "RESUMABLE_KEYS", "TEXT_MODELS", "Option",
-           "apply_presets", "default_config", "flatten", "options_of", "problems", "section", "validate"]
+           "apply_presets", "default_config", "flatten", "options_of", "problems", "section", "validate",
+           "with_defaults"]
 
 NO_EFFECT_KEYS = tuple(key for key, option in walk(reference.OPTIONS) if not option.affects_results)
 RESUMABLE_KEYS = tuple(key for key, option in walk(reference.OPTIONS) if option.resumable)
@@ -58,6 +61,19 @@ def default_config(model: str = "han_upa", presets: str | list[str] | tuple[str,
         option = reference_option(key)
         _assign(config, key, value, option)
     return apply_presets(config, presets)
+
+
+def with_defaults(flat: dict, keys=None) -> dict:
+    """A flat saved config (config.json, a study's record) with the options it lacks (of `keys`,
+    default all) at their defaults for its model: a run saved before an option existed ran with its
+    default (the defaults keep earlier behaviour), so comparing it with today's config must not
+    see a change."""
+    model = flat.get("model.name")
+    if model not in MODEL_NAMES:
+        return flat
+    defaults = {k: v for k, v in flatten(json.loads(default_config(model).to_json_best_effort())).items()
+                if k not in flat and (keys is None or k in keys)}
+    return {**flat, **defaults}
 
 
 def _assign(config: ml_collections.ConfigDict, key: str, value, option: Option) -> None:

@@ -108,7 +108,7 @@ USER_PRODUCT = dict(models=("han_upa", "fasttext"))
 FASTTEXT = dict(models=("fasttext",))
 
 MODEL = {
-    "name": Option("han_upa", "the model: cnn, rnn, bilstm, han, han_upa or mf (set by the config file)",
+    "name": Option("han_upa", "the model: cnn, rnn, bilstm, han, han_upa, fasttext or mf (set by the config file)",
                    choices=MODEL_NAMES),
     "dtype": Option("float32", "compute dtype (bfloat16: mixed precision); parameters stay float32", choices=DTYPES),
     "head": head(),

@@ -120,6 +120,7 @@ class FittedBaseline:
     features: Features
     C: float
     validation_log_loss_by_C: dict[float, float]
+    num_features: int  # columns of the training matrix
 
     def probabilities(self, arrays: ReviewArrays, num_classes: int) -> np.ndarray:
         """[N, num_classes] class probabilities (a class the training split never had: 0)."""
@@ -153,7 +154,7 @@ def fit(train: ReviewArrays, validation: ReviewArrays, *, vocab_size: int, ratin
         tried[c] = float(log_loss(valid_labels, model.predict_proba(x_valid), labels=model.classes_))
         if best is None or tried[c] < tried[best[0]]:
             best = (c, model)
-    return FittedBaseline(best[1], features, best[0], tried)
+    return FittedBaseline(best[1], features, best[0], tried, int(x_train.shape[1]))
 
 
 def fit_and_score(train: ReviewArrays, validation: ReviewArrays, test: ReviewArrays, *, vocab_size: int,
@@ -170,7 +171,7 @@ def fit_and_score(train: ReviewArrays, validation: ReviewArrays, test: ReviewArr
     figures = score(probabilities, np.arange(probabilities.shape[1]), test.ratings, rating_range, rating_step)
     return {**figures, "C": fitted.C,
             "validation_log_loss_by_C": {str(k): round(v, 5) for k, v in fitted.validation_log_loss_by_C.items()},
-            "features": int(fitted.features(train).shape[1]),
+            "features": fitted.num_features,
             "seconds": round(time.perf_counter() - began, 2)}
 
 

@@ -99,7 +99,8 @@ class RunDirectory:
         saved = self.saved_config()
         if saved is None:
             return {}
-        before, after = options.flatten(saved), options.flatten(json.loads(config.to_json_best_effort()))
+        after = options.flatten(json.loads(config.to_json_best_effort()))
+        before = options.with_defaults(options.flatten(saved), after)  # an option newer than the run: its default
         return {k: (before.get(k, "<absent>"), after.get(k, "<absent>")) for k in sorted(set(before) | set(after))
                 if before.get(k, "<absent>") != after.get(k, "<absent>")}
 

@@ -242,7 +242,7 @@ def default_space(config: ml_collections.ConfigDict) -> Space:
     """The issue's scales for the model of `config`: learning rate log-uniform 1e-4..1e-2, batch
     size 8..64 and hidden size 32..256 in powers of two, layers 1..3 linear, the recurrent cell a
     choice, head dropout uniform 0..0.5 (mf: factors and their L2 instead of the text model's;
-    fasttext: its embedding width 16..128)."""
+    fasttext: its embedding width 16..128 and batches of 64..1024)."""
     model = config.model
     spec: dict[str, dict] = {"optimizer.learning_rate": {"log": [1e-4, 1e-2]}}
     if model.name == "mf":
@@ -250,7 +250,8 @@ def default_space(config: ml_collections.ConfigDict) -> Space:
         spec["model.factors"] = {"pow2": [8, 128]}
         spec["model.l2_factors"] = {"log": [1e-3, 1e-1]}
         return parse_space(spec)
-    spec["train.batch_size"] = {"pow2": [8, 64]}
+    # fasttext trains in large batches (its tables dominate a step): its default 256 in the middle
+    spec["train.batch_size"] = {"pow2": [64, 1024]} if model.name == "fasttext" else {"pow2": [8, 64]}
     encoders = [f"model.{name}" for name in ("encoder", "word_encoder", "sentence_encoder") if name in model]
     if encoders:
         spec["hidden_size"] = {"pow2": [32, 256], "keys": [f"{e}.hidden_size" for e in encoders]}

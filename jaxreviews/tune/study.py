@@ -30,6 +30,8 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
+from jaxreviews import options
+
 HEARTBEAT_SECONDS = 20
 GRACE_SECONDS = 90
 # What a study records of its sweep; a worker joining it must agree on these.
@@ -100,7 +102,8 @@ def open_study(storage: optuna.storages.RDBStorage, name: str, *, direction: str
     for key in STUDY_ATTRS:
         old, new = saved.get(key), json.loads(json.dumps(attrs[key]))
         if key == "config":
-            old, new = old or {}, new or {}
+            new = new or {}
+            old = options.with_defaults(old or {}, new)  # an option newer than the study: its default
             differ += [f"config {k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
                        for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")]
         elif old != new:
