@@ -49,17 +49,14 @@ def bigram_mask(mask: Array, segments: Array | None = None) -> Array:
 
 
 def average_per_review(vectors: Array, weights: Array, segments: Array | None, num_reviews: int) -> Array:
-    """Weighted average over each review's positions: vectors [..., T, E], weights [..., T] (0/1)
+    """Average over each review's real positions: vectors [..., T, E], weights [..., T] (bool)
     -> [B, E]; padded rows are reviews, packed positions go to `segments`' review slot. A review
-    without a real token averages to 0."""
-    weighted = vectors * weights[..., None].astype(vectors.dtype)
+    without a real token averages to 0. Summed in float32 (`layers`' pooling helpers)."""
     if segments is None:
-        total, count = weighted.sum(axis=-2), weights.sum(axis=-1)
-    else:
-        flat_segments = segments.reshape(-1)
-        total = jax.ops.segment_sum(weighted.reshape(-1, vectors.shape[-1]), flat_segments, num_reviews)
-        count = jax.ops.segment_sum(weights.reshape(-1).astype(jnp.float32), flat_segments, num_reviews)
-    return total / jnp.maximum(count, 1.0)[:, None].astype(total.dtype)
+        return layers.masked_mean(jnp.swapaxes(vectors, 0, 1), jnp.swapaxes(weights, 0, 1))
+    total = layers.segment_pool(weights, vectors, segments, num_reviews)
+    count = jax.ops.segment_sum(weights.reshape(-1).astype(jnp.float32), segments.reshape(-1), num_reviews)
+    return (total.astype(jnp.float32) / jnp.maximum(count, 1.0)[:, None]).astype(vectors.dtype)
 
 
 class FastText(TextModel):

@@ -60,6 +60,11 @@ def classes_of(ratings: np.ndarray, rating_range, rating_step) -> np.ndarray:
     return np.clip(classes, 0, num_classes_of(rating_range, rating_step) - 1)
 
 
+def expected_rating(probabilities: np.ndarray, rating_range, rating_step) -> np.ndarray:
+    """[N, C] class probabilities -> [N] the expected rating (sum of p(class) x its rating)."""
+    return probabilities @ (rating_range[0] + rating_step * np.arange(probabilities.shape[-1]))
+
+
 def score_predictions(ratings: np.ndarray, predicted_class, predicted_rating, rating_range, rating_step) -> dict:
     """Accuracy and macro-F1 of the predicted classes, RMSE and MAE of the predicted ratings
     (arrays, or one value for every review)."""

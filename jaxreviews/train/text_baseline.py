@@ -103,13 +103,11 @@ class Features:
         return sparse.hstack([matrix, *ids], format="csr")
 
 
-def score(probabilities: np.ndarray, classes: np.ndarray, ratings: np.ndarray, rating_range, rating_step) -> dict:
-    """Accuracy and macro-F1 of the most probable class, RMSE / MAE of the expected rating."""
-    num_classes = evaluation.num_classes_of(rating_range, rating_step)
-    full = np.zeros((len(probabilities), num_classes))
-    full[:, classes] = probabilities  # classes the training split never had keep probability 0
-    expected = full @ (rating_range[0] + rating_step * np.arange(num_classes))
-    return evaluation.score_predictions(ratings, full.argmax(1), expected, rating_range, rating_step)
+def score(probabilities: np.ndarray, ratings: np.ndarray, rating_range, rating_step) -> dict:
+    """Accuracy and macro-F1 of the most probable class, RMSE / MAE of the expected rating, of
+    [N, C] probabilities over every class of the scale."""
+    expected = evaluation.expected_rating(probabilities, rating_range, rating_step)
+    return evaluation.score_predictions(ratings, probabilities.argmax(1), expected, rating_range, rating_step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +135,8 @@ def fit(train: ReviewArrays, validation: ReviewArrays, *, vocab_size: int, ratin
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
+    if min(len(train), len(validation)) == 0:
+        return "an empty split: nothing to fit or choose C on"
     if features is None:
         features = Features(train, vocab_size, with_ids=with_ids, num_users=num_users, num_products=num_products)
     labels = evaluation.classes_of(train.ratings, rating_range, rating_step)
@@ -168,7 +168,7 @@ def fit_and_score(train: ReviewArrays, validation: ReviewArrays, test: ReviewArr
     if isinstance(fitted, str):
         return {"skipped": fitted}
     probabilities = fitted.probabilities(test, evaluation.num_classes_of(rating_range, rating_step))
-    figures = score(probabilities, np.arange(probabilities.shape[1]), test.ratings, rating_range, rating_step)
+    figures = score(probabilities, test.ratings, rating_range, rating_step)
     return {**figures, "C": fitted.C,
             "validation_log_loss_by_C": {str(k): round(v, 5) for k, v in fitted.validation_log_loss_by_C.items()},
             "features": fitted.num_features,
