@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from jaxreviews import models
-from jaxreviews.data import pipeline
+from jaxreviews.data import pipeline, prepared
 from jaxreviews.data.corpus import EncodedReviews
 from jaxreviews.data.types import OOV_ID, Review
 from jaxreviews.data.vocab import IdMap, Vocabulary
@@ -38,6 +38,9 @@ def load_data(run, cache: dict | None = None) -> pipeline.DataSplits:
         splits = cache[key]
     else:
         splits = pipeline.load_splits(config)
+        if prepared.is_streamed(splits.test):  # predictions are per review: the scored splits in memory
+            splits = dataclasses.replace(splits, validation=splits.validation.materialize(),
+                                         test=splits.test.materialize())
         if cache is not None:
             cache[key] = splits
     for name, saved, rebuilt in (("vocab.txt", run.vocab.tokens, splits.vocab.tokens),

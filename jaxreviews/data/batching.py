@@ -250,18 +250,34 @@ class Batcher:
 
     def epoch_plan(self, epoch: int) -> list[PlannedBatch]:
         """The global batches of a training epoch, in order: a pure function of (seed, epoch)."""
+        cached = getattr(self, "_plan", None)
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
         rng = np.random.default_rng([self.seed, epoch])
         plan = self._chunks([rng.permutation(m) for m in self.members])
-        return [plan[i] for i in rng.permutation(len(plan))]
+        plan = [plan[i] for i in rng.permutation(len(plan))]
+        self._plan = (epoch, plan)
+        return plan
 
     def eval_plan(self) -> list[PlannedBatch]:
         """Every review once, in bucket order."""
         return self._chunks(self.members)
 
-    def _local(self, planned: PlannedBatch) -> Batch:
-        rows = slice(self.process_index * self.local_batch_size, (self.process_index + 1) * self.local_batch_size)
-        return make_batch(self.data, planned.indices[rows], self.layout, self.buckets[planned.bucket],
+    def local_indices(self, planned: PlannedBatch) -> np.ndarray:
+        """This process's rows of a planned global batch: review indices, -1 for padding rows."""
+        return planned.indices[self.process_index * self.local_batch_size:
+                               (self.process_index + 1) * self.local_batch_size]
+
+    def _local(self, planned: PlannedBatch, data: EncodedReviews | None = None,
+               indices: np.ndarray | None = None) -> Batch:
+        """This process's part of `planned`; `data` / `indices`: built from other arrays holding its
+        reviews (a streamed batch's records) at those rows."""
+        indices = self.local_indices(planned) if indices is None else indices
+        return make_batch(self.data if data is None else data, indices, self.layout, self.buckets[planned.bucket],
                           rating_range=self.rating_range, rating_step=self.rating_step)
+
+    def __getstate__(self):  # a Grain worker plans its own epochs
+        return {key: value for key, value in self.__dict__.items() if key != "_plan"}
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """This process's part of the training batches of `epoch`, from `start_step` on (resume)."""

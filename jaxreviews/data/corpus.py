@@ -69,15 +69,16 @@ class ReviewArrays:
             out[has] = np.maximum.reduceat(lengths, self.sentence_offsets[:-1][has])
         return out
 
-    def take(self, indices: Sequence[int] | np.ndarray) -> ReviewArrays:
-        """The reviews at `indices`, in that order."""
+    def take(self, indices: Sequence[int] | np.ndarray, *, with_tokens: bool = True) -> ReviewArrays:
+        """The reviews at `indices`, in that order; `with_tokens=False`: their offsets, ids and
+        ratings only (token_ids stays as it is: a streamed split's tokens live in records)."""
         indices = np.asarray(indices, np.int64)
         sentence_counts = self.num_sentences[indices]
         sentences = concatenated_ranges(self.sentence_offsets[indices], sentence_counts)
         lengths = self.sentence_lengths[sentences]
-        tokens = concatenated_ranges(self.token_offsets[sentences], lengths)
+        tokens = concatenated_ranges(self.token_offsets[sentences], lengths) if with_tokens else None
         return ReviewArrays(
-            token_ids=self.token_ids[tokens],
+            token_ids=self.token_ids[tokens] if with_tokens else self.token_ids,
             token_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
             sentence_offsets=np.concatenate([[0], np.cumsum(sentence_counts)]).astype(np.int64),
             users=self.users[indices], products=self.products[indices], ratings=self.ratings[indices])
@@ -175,8 +176,12 @@ class _Interner(dict):
         return value
 
 
-def collect(reviews: Iterable[Review]) -> Collected:
-    """One pass over `reviews` (any iterable; a reader's stream is never held whole)."""
+def collect(reviews: Iterable[Review], token_sink=None) -> Collected:
+    """One pass over `reviews` (any iterable; a reader's stream is never held whole).
+
+    `token_sink`: called with each review's provisional token ids (an int32 `array.array`) instead
+    of keeping them, so only offsets, ids and ratings stay in memory (`prepared` writes them to
+    records); the result's token_ids is then empty."""
     words, users, products, groups = _Interner(), _Interner(), _Interner(), _Interner()
     # array.array keeps 4-8 bytes an entry where a list of ints would keep ~36.
     token_ids = array.array("i")
@@ -189,9 +194,14 @@ def collect(reviews: Iterable[Review]) -> Collected:
     for review in reviews:
         sentences = review.sentences
         if sentences:
-            token_ends.extend(accumulate(map(len, sentences), initial=len(token_ids)))
+            token_ends.extend(accumulate(map(len, sentences), initial=token_ends[-1]))
             token_ends.pop(-len(sentences) - 1)  # the initial value is already the previous end
-            token_ids.extend(map(word_id, chain(sentences)))
+            if token_sink is None:
+                token_ids.extend(map(word_id, chain(sentences)))
+            else:
+                token_sink(array.array("i", map(word_id, chain(sentences))))
+        elif token_sink is not None:
+            token_sink(array.array("i"))
         sentence_ends.append(len(token_ends) - 1)
         user_ids.append(users[review.user])
         product_ids.append(products[review.product])

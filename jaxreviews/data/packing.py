@@ -33,6 +33,12 @@ Invariants (tests check each):
     Reviews are spread over the epoch's batches longest first, each to the batch with the fewest
     tokens so far (LPT, with random tie-breaks and noisy lengths), so every batch has about the
     same number of tokens and the rows are full: each batch is a length-stratified random sample.
+  * Planning windows: a split of more than `plan_window` reviews is shuffled by (s, e) and cut
+    into windows of `plan_window // batch_size` batches, each balanced (and its batches shuffled)
+    on its own, in step order. A step's batch then costs one window's plan, not the epoch's, so
+    a corpus of millions starts training at once and batches can be built out of order (Grain
+    workers, `streaming`); the shape is chosen from the first window of epochs 0 and 1. A split
+    of at most `plan_window` reviews is one window: the whole-epoch plan above.
   * Completeness: no review is lost or seen twice; evaluation visits every review exactly once.
   * Truncation as `[B, S, W]`: a review keeps its first `max_sentences` sentences, each its first
     `max_words` words (flat: its first `max_tokens` tokens); the row lengths come from the
@@ -48,6 +54,7 @@ Invariants (tests check each):
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import heapq
 import math
@@ -59,6 +66,10 @@ from jaxreviews.data.batching import check_split, rating_labels
 from jaxreviews.data.corpus import EncodedReviews, concatenated_ranges
 
 Batch = dict[str, np.ndarray]
+
+# Reviews planned together (`PackedBatcher.plan_window`): well above the files read in memory
+# (tens of thousands), far below the corpora streamed from a prepared directory (millions).
+PLAN_WINDOW = 262144
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +184,8 @@ class PackedBatcher:
                  rating_range: tuple[float, float] = (1.0, 5.0), rating_step: float = 1.0,
                  process_index: int = 0, process_count: int = 1, shape: PackedShape | None = None,
                  max_sentences: int = 32, max_words: int = 64, max_tokens: int = 512, multiple: int = 4,
-                 row_multiple: int = 1, shape_seeds: tuple[int, ...] = (), parts: int = 0):
+                 row_multiple: int = 1, shape_seeds: tuple[int, ...] = (), parts: int = 0,
+                 plan_window: int = PLAN_WINDOW):
         if layout not in ("hierarchical", "flat"):
             raise ValueError(f"packed batches are for the hierarchical and flat layouts, not {layout!r}")
         parts = parts or process_count
@@ -185,6 +197,10 @@ class PackedBatcher:
         self.process_index, self.process_count = process_index, process_count
         self.parts, self.parts_per_process = parts, parts // process_count
         self.row_multiple = row_multiple
+        # Batches per planning window: a whole epoch when the split has at most plan_window reviews.
+        self.window_batches = max(1, plan_window // batch_size)
+        self._windows: collections.OrderedDict = collections.OrderedDict()  # (seed, epoch, window) -> parts
+        self._permutations: collections.OrderedDict = collections.OrderedDict()  # (seed, epoch) -> order
         # A part's rows: a process's parts_per_process parts together fill a multiple of row_multiple.
         self.part_row_multiple = row_multiple // math.gcd(row_multiple, self.parts_per_process)
         arrays = data.arrays
@@ -217,6 +233,11 @@ class PackedBatcher:
         if self.shape.reviews != batch_size:
             raise ValueError(f"packed shape has {self.shape.reviews} review slots, batch size is {batch_size}")
         self._eval_plan: list[np.ndarray] | None = None
+
+    def __getstate__(self):  # a Grain worker plans its own windows: the caches stay behind
+        state = dict(self.__dict__)
+        state["_windows"], state["_permutations"] = collections.OrderedDict(), collections.OrderedDict()
+        return state
 
     # -- sizes ----------------------------------------------------------------------------------
     @property
@@ -270,7 +291,7 @@ class PackedBatcher:
         (rows, length) pairs that hold every batch, the one with the fewest slots (a batch of 32
         reviews of ~100 tokens fills 6.2 rows of 512: 7 rows waste 11%, 6 rows of 544 waste 3%)."""
         parts = [part for seed in (self.seed, *self.shape_seeds) for epoch in (0, 1)
-                 for part in self._raw_epoch_parts(epoch, seed)]
+                 for part in self._raw_window_parts(epoch, 0, seed)]
         if self.layout == "flat":
             self.row_length = self._flat_row_length(parts)
         word_rows = sentence_rows = 1
@@ -300,13 +321,59 @@ class PackedBatcher:
         return max((rows, length) for area, rows, length in feasible if area <= 1.02 * fewest)[1]
 
     # -- plans ----------------------------------------------------------------------------------
+    @property
+    def num_windows(self) -> int:
+        return -(-self.steps_per_epoch // self.window_batches)
+
+    def _window_steps(self, window: int) -> range:
+        return range(window * self.window_batches, min(self.steps_per_epoch, (window + 1) * self.window_batches))
+
+    def _epoch_order(self, epoch: int, seed: int) -> np.ndarray:
+        """The split's reviews shuffled by (seed, epoch): window w plans the next slice of it."""
+        key = (seed, epoch)
+        if key not in self._permutations:
+            self._permutations[key] = np.random.default_rng([seed, epoch]).permutation(len(self.data))
+            while len(self._permutations) > 2:
+                self._permutations.popitem(last=False)
+        return self._permutations[key]
+
+    def _raw_window_parts(self, epoch: int, window: int, seed: int | None = None) -> list[np.ndarray]:
+        """The parts of window `window`'s batches of `epoch`, `parts` per global batch, in step
+        order (before any repair). One window: the whole epoch, as planned before windows existed."""
+        seed = self.seed if seed is None else seed
+        sizes = group_sizes(len(self.data), self.steps_per_epoch * self.parts, self.part_size, self.parts)
+        if self.num_windows == 1:
+            rng = np.random.default_rng([seed, epoch])
+            groups = balanced_batches(self.review_tokens, sizes, rng)
+        else:
+            steps = self._window_steps(window)
+            first, last = steps.start * self.parts, steps.stop * self.parts
+            start = int(sizes[:first].sum())
+            members = self._epoch_order(epoch, seed)[start:start + int(sizes[first:last].sum())]
+            rng = np.random.default_rng([seed, epoch, window])
+            groups = [members[g] for g in balanced_batches(self.review_tokens[members], sizes[first:last], rng)]
+        count = len(groups) // self.parts
+        order = rng.permutation(count).tolist()
+        return [groups[batch * self.parts + p] for batch in order for p in range(self.parts)]
+
     def _raw_epoch_parts(self, epoch: int, seed: int | None = None) -> list[np.ndarray]:
         """The parts of `epoch`'s batches, `parts` per global batch, in step order (before any repair)."""
-        rng = np.random.default_rng([self.seed if seed is None else seed, epoch])
-        sizes = group_sizes(len(self.data), self.steps_per_epoch * self.parts, self.part_size, self.parts)
-        groups = balanced_batches(self.review_tokens, sizes, rng)
-        order = rng.permutation(self.steps_per_epoch).tolist()
-        return [groups[batch * self.parts + p] for batch in order for p in range(self.parts)]
+        return [part for window in range(self.num_windows) for part in self._raw_window_parts(epoch, window, seed)]
+
+    def window_parts(self, epoch: int, window: int) -> list[np.ndarray]:
+        """The repaired parts of one planning window of `epoch` (the last few are kept)."""
+        key = (self.seed, epoch, window)
+        if key not in self._windows:
+            self._windows[key] = self._fit(self._raw_window_parts(epoch, window))
+            while len(self._windows) > 4:
+                self._windows.popitem(last=False)
+        return self._windows[key]
+
+    def step_parts(self, epoch: int, step: int) -> list[np.ndarray]:
+        """The `parts` parts of global batch `step` of `epoch`: one window's plan, not the epoch's."""
+        window, at = divmod(step, self.window_batches)
+        parts = self.window_parts(epoch, window)
+        return parts[at * self.parts:(at + 1) * self.parts]
 
     def _fit(self, parts: list[np.ndarray]) -> list[np.ndarray]:
         """Repairs local batches that overflow the shape, deterministically: reviews of the
@@ -352,7 +419,7 @@ class PackedBatcher:
 
     def epoch_parts(self, epoch: int) -> list[np.ndarray]:
         """The parts of `epoch`'s batches: `steps_per_epoch * parts` arrays of review indices."""
-        return self._fit(self._raw_epoch_parts(epoch))
+        return [part for window in range(self.num_windows) for part in self.window_parts(epoch, window)]
 
     def eval_parts(self) -> list[np.ndarray]:
         """Every review once, in balanced batches: as many as it takes for each to fit the shape."""
@@ -375,23 +442,38 @@ class PackedBatcher:
     # -- batches --------------------------------------------------------------------------------
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """This process's part of the training batches of `epoch`, from `start_step` on (resume)."""
-        parts = self.epoch_parts(epoch)
         for step in range(start_step, self.steps_per_epoch):
-            yield self._local_batch(parts, step)
+            yield self.local_batch(self.step_parts(epoch, step))
 
-    def evaluation(self) -> Iterator[Batch]:
-        parts = self.eval_parts()
-        for batch in range(len(parts) // self.parts):
-            yield self._local_batch(parts, batch)
+    def local_members(self, global_parts: list[np.ndarray]) -> list[np.ndarray]:
+        """This process's parts of one global batch's `parts`: the reviews it reads."""
+        first = self.process_index * self.parts_per_process
+        return global_parts[first:first + self.parts_per_process]
 
-    def _local_batch(self, parts: list[np.ndarray], batch: int) -> Batch:
-        """This process's parts of global batch `batch` of `parts`, side by side."""
-        first = batch * self.parts + self.process_index * self.parts_per_process
-        built = [self.make_local_batch(parts[first + j], part=self.process_index * self.parts_per_process + j)
-                 for j in range(self.parts_per_process)]
+    def local_batch(self, global_parts: list[np.ndarray], data: EncodedReviews | None = None,
+                    positions: list[np.ndarray] | None = None) -> Batch:
+        """This process's parts of one global batch, side by side. `data` / `positions`: build it
+        from other arrays holding the reviews (a streamed batch's records) at those positions."""
+        first = self.process_index * self.parts_per_process
+        mine = self.local_members(global_parts) if positions is None else positions
+        built = [make_packed_batch(self.data if data is None else data, members, self.layout, self.shape,
+                                   part=first + j, parts=self.parts, rating_range=self.rating_range,
+                                   rating_step=self.rating_step)
+                 for j, members in enumerate(mine)]
         if len(built) == 1:
             return built[0]
         return {key: np.concatenate([b[key] for b in built]) for key in built[0]}
+
+    @property
+    def eval_steps(self) -> int:
+        return len(self.eval_parts()) // self.parts
+
+    def eval_step_parts(self, batch: int) -> list[np.ndarray]:
+        return self.eval_parts()[batch * self.parts:(batch + 1) * self.parts]
+
+    def evaluation(self) -> Iterator[Batch]:
+        for batch in range(self.eval_steps):
+            yield self.local_batch(self.eval_step_parts(batch))
 
     def make_local_batch(self, members: np.ndarray, part: int | None = None) -> Batch:
         """Part `part` (default: this process's first) of a global batch, holding the reviews

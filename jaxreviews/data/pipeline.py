@@ -287,14 +287,14 @@ class _StopAtRating(readers.ReadReport):
 
 
 def _read(path: str, config, report_name: str, reports: dict, *, rating_range, rating_step,
-          scale: RatingScale | None = None):
+          scale: RatingScale | None = None, collect=corpus.collect):
     """The reviews of one file; a rating outside `rating_range` / `rating_step` is a ReadError
     `path:line: ...` (and, given the `scale`, where it came from and what to set)."""
     report = readers.ReadReport()
     stream = readers.read_reviews(os.path.expanduser(path), config.format or None, rating_range=rating_range,
                                   rating_step=rating_step, lenient=config.lenient, report=report)
     try:
-        collected = corpus.collect(stream)
+        collected = collect(stream)
     except readers.ReadError as error:
         if scale is not None and error.kind in _RATING_KINDS:
             raise readers.ReadError(error.path, error.line_number, error.kind,
@@ -304,7 +304,7 @@ def _read(path: str, config, report_name: str, reports: dict, *, rating_range, r
     return collected
 
 
-def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, reports: dict):
+def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, reports: dict, collect=corpus.collect):
     """(parts, scale): the training file (data.path, or data.train) first and the scale from it,
     then data.valid / data.test read against that scale."""
     if config.path:
@@ -322,7 +322,7 @@ def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, re
         bound = tuple(float(v) for v in readers.DEFAULT_RATING_RANGES[format])
     try:
         first = _read(first_path, config, report_name, reports, rating_range=bound,
-                      rating_step=rating_step if rating_range is not None else None)
+                      rating_step=rating_step if rating_range is not None else None, collect=collect)
     except readers.ReadError as error:
         if error.kind != readers.RATING_OUT_OF_RANGE or given_rating_scale(config)[0] is not None:
             raise
@@ -346,7 +346,7 @@ def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, re
     for key in ("valid", "test"):
         if config[key]:
             parts[key] = _read(config[key], config, f"read_{key}", reports, rating_range=scale.rating_range,
-                               rating_step=scale.step, scale=scale)
+                               rating_step=scale.step, scale=scale, collect=collect)
     return parts, scale
 
 
@@ -378,7 +378,7 @@ def _holdout(groups: np.ndarray, indices: np.ndarray, fraction: float, seed: int
     return indices[kept], indices[held]
 
 
-def _read_tfds(config: ml_collections.ConfigDict, reports: dict) -> dict:
+def _read_tfds(config: ml_collections.ConfigDict, reports: dict, collect=corpus.collect) -> dict:
     """Train / valid / test parts from the TFDS builder `data.tfds_name`, prepared first (as
     array_record, from `data.manual_dir` for the real data sets) when `data.tfds_data_dir` lacks it.
     A builder without a validation split leaves `valid` out (then held out of train)."""
@@ -393,13 +393,34 @@ def _read_tfds(config: ml_collections.ConfigDict, reports: dict) -> dict:
     for split, part in (("train", "train"), ("validation", "valid"), ("test", "test")):
         if split not in builder.info.splits:
             continue
-        parts[part] = corpus.collect(tfds_builders.reviews_from_tfds(builder, split))
+        parts[part] = collect(tfds_builders.reviews_from_tfds(builder, split))
         reports[f"read_{part}"] = f"{builder.info.full_name} {split}: {len(parts[part].arrays):,} reviews"
     return parts
 
 
 def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
-    """The splits of `config` (the `data` part of an experiment config); see the module docstring."""
+    """The splits of `config` (the `data` part of an experiment config); see the module docstring.
+
+    data.name=prepared reads a directory of `tools/prepare_data.py`; a file of more than
+    data.stream_above reviews (or any, with data.streaming) is prepared into a cache first
+    (`jaxreviews.data.prepared`): the same splits, streamed instead of held in memory."""
+    from jaxreviews.data import prepared  # it builds on this module
+
+    directory = prepared.directory_for(config)
+    if directory is not None:
+        splits = prepared.load(directory, wrap_sentences=config.wrap_sentences)
+        return _with_vectors(splits, config, None, None)
+    encoded, vocab, users, products, scale, reports, train_source, train_indices = split_and_encode(config)
+    splits = DataSplits(encoded["train"], encoded["validation"], encoded["test"], vocab, users, products,
+                        scale.rating_range, scale.step, reports)
+    return _with_vectors(splits, config, train_source, train_indices)
+
+
+def split_and_encode(config: ml_collections.ConfigDict, *, collect=corpus.collect, encode=None):
+    """(encoded splits by name, vocabulary, users, products, scale, report, the training source,
+    its training indices): load_splits up to the word vectors. `collect` turns a stream of reviews
+    into a `corpus.Collected`; `encode(name, source, indices, vocab, users, products)` makes a
+    split (default: `source.encode`): the prepared directory writes records through both."""
     name, selected_by = resolve_source(config)
     rating_range, rating_step = given_rating_scale(config)
     reports: dict = {"source": name}
@@ -408,16 +429,16 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
         reports["selected_by"] = f"{', '.join(selected_by)}; data.name was the default 'synthetic'"
     if name == "synthetic":
         spec = dataclasses.replace(synthetic.default_spec(config.synthetic_size), seed=config.synthetic_seed)
-        parts = {"all": corpus.collect(synthetic.generate(spec).reviews)}
+        parts = {"all": collect(synthetic.generate(spec).reviews)}
         scale = rating_scale(parts["all"].arrays.ratings, rating_range=rating_range, rating_step=rating_step,
                              source="synthetic corpus (before the split)")
         _check_ratings(parts["all"], scale, "synthetic corpus")
     elif name == "files":
-        parts, scale = _read_files(config, rating_range, rating_step, reports)
+        parts, scale = _read_files(config, rating_range, rating_step, reports, collect)
     else:
         if name != "tfds":  # --config.data.name=yelp13 --config.data.manual_dir=~/data/yelp13
             config = ml_collections.ConfigDict({**config.to_dict(), "tfds_name": name})
-        parts = _read_tfds(config, reports)
+        parts = _read_tfds(config, reports, collect)
         if "train" not in parts:
             raise ValueError(f"TFDS builder {config.tfds_name} has no train split")
         scale = rating_scale(parts["train"].arrays.ratings, rating_range=rating_range, rating_step=rating_step,
@@ -469,7 +490,11 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
     vocab = train_source.build_vocabulary(split_indices["train"], min_count=config.min_count,
                                           max_size=config.max_vocab or None)
     users, products = train_source.build_id_maps(split_indices["train"])
-    encoded = {name: sources[name].encode(split_indices[name], vocab, users, products) for name in split_indices}
+    if encode is None:
+        encoded = {name: sources[name].encode(split_indices[name], vocab, users, products) for name in split_indices}
+    else:
+        encoded = {name: encode(name, sources[name], split_indices[name], vocab, users, products)
+                   for name in split_indices}
     if config.wrap_sentences:
         encoded = {name: dataclasses.replace(split, arrays=split.arrays.wrap_sentences(config.wrap_sentences))
                    for name, split in encoded.items()}
@@ -478,23 +503,32 @@ def load_splits(config: ml_collections.ConfigDict) -> DataSplits:
             raise ValueError(f"the {name} split is empty: check data.split_fractions / the files")
         reports[name] = split.unseen_counts()
     reports["vocab_size"], reports["users"], reports["products"] = len(vocab), len(users) - 1, len(products) - 1
-    pretrained = None
+    return encoded, vocab, users, products, scale, reports, train_source, split_indices["train"]
+
+
+def _with_vectors(splits: DataSplits, config: ml_collections.ConfigDict, train_source, train_indices) -> DataSplits:
+    """`splits` with the word table's starting vectors, when data.pretrained_vectors names a file or
+    data.pretrain_vectors trains them on the training split (`train_source` at `train_indices`)."""
+    reports = splits.report
     vectors_path = config.pretrained_vectors
     if config.get("pretrain_vectors"):
         if vectors_path:
             raise ValueError(f"data.pretrain_vectors=True trains vectors on the training split, data.pretrained_vectors="
                              f"{vectors_path!r} reads a file: set one of them")
+        if train_source is None:
+            raise ValueError("data.pretrain_vectors=True trains on the training text in memory, and this data is "
+                             "streamed: train vectors on a sample (tools/pretrain_vectors.py) and pass the file as "
+                             "data.pretrained_vectors")
         data_paths = [p for p in (config.path, config.train) if p]
         vectors_path, reports["pretrain_vectors"] = word_vectors.cached_training_vectors(
-            train_source, split_indices["train"], config.pretrain, data_paths=data_paths)
-    if vectors_path:
-        processing = config.get("vector_processing", "none")  # a config saved before the option: as read
-        vectors = load_word_vectors(os.path.expanduser(vectors_path), vocab, processing=processing)
-        pretrained = vectors.matrix
-        reports["pretrained_coverage"] = round(vectors.coverage, 4)
-        reports["vector_processing"] = processing
-    return DataSplits(encoded["train"], encoded["validation"], encoded["test"], vocab, users, products,
-                      scale.rating_range, scale.step, reports, pretrained)
+            train_source, train_indices, config.pretrain, data_paths=data_paths)
+    if not vectors_path:
+        return splits
+    processing = config.get("vector_processing", "none")  # a config saved before the option: as read
+    vectors = load_word_vectors(os.path.expanduser(vectors_path), splits.vocab, processing=processing)
+    reports["pretrained_coverage"] = round(vectors.coverage, 4)
+    reports["vector_processing"] = processing
+    return dataclasses.replace(splits, pretrained=vectors.matrix)
 
 
 def describe(splits: DataSplits) -> str:

@@ -27,7 +27,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "exponential", "step", "warmup_cosine", "one_cycle", "sgdr")
 DECAY_TARGETS = ("zero", "start")
 METRICS = ("accuracy", "macro_f1", "rmse", "mae", "loss", "nll")
-DATA_SOURCES = ("synthetic", "files", "tfds", "yelp13", "yelp14", "imdb", "amazon_reviews")
+DATA_SOURCES = ("synthetic", "files", "prepared", "tfds", "yelp13", "yelp14", "imdb", "amazon_reviews")
 FORMATS = ("", "tang", "amazon", "ratings")
 SYNTHETIC_SIZES = ("default", "tiny")
 VECTOR_PROCESSING = ("none", "center", "all_but_the_top")
@@ -185,7 +185,8 @@ MODEL = {
 }
 
 DATA = {
-    "name": Option("synthetic", "the source: synthetic, files (data.path or data.train/valid/test), tfds, or a "
+    "name": Option("synthetic", "the source: synthetic, files (data.path or data.train/valid/test), prepared "
+                   "(data.prepared_dir), tfds, or a "
                    "TFDS builder", choices=DATA_SOURCES),
     "synthetic_size": Option("default", "the synthetic corpus: default (20,000 reviews) or tiny (600)",
                              choices=SYNTHETIC_SIZES),
@@ -241,6 +242,17 @@ DATA = {
     "bucket_multiple": Option(4, "batch dimensions are rounded up to multiples of this", check=COUNT),
     "wrap_sentences": Option(0, "> 0: sentences longer than this continue on a new row (less padding)",
                              check=NON_NEGATIVE),
+    "prepared_dir": Option("", "name=prepared: a directory of tools/prepare_data.py, streamed (its tokens stay on disk)"),
+    "streaming": Option(False, "prepare the files (data.path / train / valid / test) into data.cache_dir once and "
+                        "stream them, whatever their size", affects_results=False),
+    "stream_above": Option(1000000, "files of more reviews (lines) than this are streamed as data.streaming; "
+                           "0 = only when data.streaming", check=NON_NEGATIVE, affects_results=False),
+    "cache_dir": Option("", "where streamed files are prepared; '' = ~/.cache/jaxreviews/prepared",
+                        affects_results=False),
+    "workers": Option(-1, "streamed data: Grain worker processes that build batches; -1 = the cores this process "
+                      "may use, 0 = in the training process", check=at_least(-1), affects_results=False),
+    "plan_window": Option(262144, "packed batches are planned (balanced) over windows of this many reviews: an epoch "
+                          "of a larger split is shuffled and planned window by window", check=COUNT),
 }
 
 OPTIMIZER = {

@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxreviews import models
-from jaxreviews.data import batching, packing, pipeline
+from jaxreviews.data import batching, packing, pipeline, streaming
 from jaxreviews.train import checkpoints, distributed, members as members_lib, optimizers, population
 from jaxreviews.train import sharding as sharding_lib
 from jaxreviews.train import step as step_lib
@@ -203,7 +203,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
     if is_main:
         _log_data(splits, first_order, mesh, batch_size, time.perf_counter() - started, auto)
 
-    example_batch = next(iter(first_order.epoch(0)))
+    example_batch = first_order.example() if isinstance(first_order, streaming.StreamedBatches) else \
+        next(iter(first_order.epoch(0)))
     split = sharding_lib.TableSplit.decide(mesh, rows={
         "vocab": len(splits.vocab), "ids": min(len(splits.users), len(splits.products))}, lookups={
         "vocab": _token_slots(example_batch) * jax.process_count(), "ids": batch_size})
@@ -365,10 +366,17 @@ def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits
     packed, common, caps = _batcher_options(config, splits, layout)
     if packed:
         parts = packing_parts(config)
-        return (train, packing.PackedBatcher(splits.validation, shape=train.shape, parts=parts, **caps, **common),
-                packing.PackedBatcher(splits.test, shape=train.shape, parts=parts, **caps, **common))
-    return (train, batching.Batcher(splits.validation, buckets=train.buckets, **common),
-            batching.Batcher(splits.test, buckets=train.buckets, **common))
+        valid = packing.PackedBatcher(splits.validation, shape=train.shape, parts=parts, **caps, **common)
+        test = packing.PackedBatcher(splits.test, shape=train.shape, parts=parts, **caps, **common)
+    else:
+        valid = batching.Batcher(splits.validation, buckets=train.buckets, **common)
+        test = batching.Batcher(splits.test, buckets=train.buckets, **common)
+    return train, _streamed(config, valid), _streamed(config, test)
+
+
+def _streamed(config: ml_collections.ConfigDict, batcher):
+    """`batcher`, its batches built by Grain workers when its split streams from records."""
+    return streaming.streamed(batcher, workers=int(config.data.workers))
 
 
 def train_batcher(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, seed: int, layout: str, *,
@@ -380,11 +388,13 @@ def train_batcher(config: ml_collections.ConfigDict, splits: pipeline.DataSplits
         shape = None if like is None else like.shape
         orders = [shuffle_seed(config) + i for i in range(int(config.num_seeds))]
         others = tuple(o for o in orders if o != seed) if config.member_data_order else ()
-        return packing.PackedBatcher(splits.train, seed=seed, row_multiple=jax.local_device_count(), shape=shape,
-                                     shape_seeds=others, parts=packing_parts(config), **caps, **common)
+        return _streamed(config, packing.PackedBatcher(
+            splits.train, seed=seed, row_multiple=jax.local_device_count(), shape=shape, shape_seeds=others,
+            parts=packing_parts(config), plan_window=int(config.data.plan_window), **caps, **common))
     if like is not None:
-        return batching.Batcher(splits.train, seed=seed, buckets=like.buckets, **common)
-    return batching.Batcher(splits.train, seed=seed, num_buckets=config.data.num_buckets, **caps, **common)
+        return _streamed(config, batching.Batcher(splits.train, seed=seed, buckets=like.buckets, **common))
+    return _streamed(config, batching.Batcher(splits.train, seed=seed, num_buckets=config.data.num_buckets, **caps,
+                                              **common))
 
 
 def packing_parts(config: ml_collections.ConfigDict) -> int:

@@ -32,7 +32,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxreviews import models, options
-from jaxreviews.data import batching
+from jaxreviews.data import batching, prepared
 from jaxreviews.train import (accounting, checkpoints, compilation, distributed, evaluation, experiment as
                               experiment_lib, members as members_lib, optimizers, population, reporting,
                               step as step_lib, text_baseline)
@@ -453,14 +453,25 @@ def final_results(experiment: experiment_lib.Experiment, trainer: Trainer,
     return results
 
 
+# A streamed corpus up to this many reviews is read into memory for the TF-IDF baseline.
+STREAMED_BASELINE_LIMIT = 250000
+
+
 def run_baselines(splits) -> dict:
     """Majority class and mean rating, and on real text TF-IDF + logistic regression
     (`text_baseline`; the synthetic corpus has its reference models instead), each fitted on the
     training split and scored on the test split."""
     found = evaluation.baselines(splits.train.arrays.ratings, splits.test.arrays.ratings, splits.rating_range,
                                  splits.rating_step)
-    if splits.report.get("source") == "synthetic":
+    if splits.report.get("source") == "synthetic" or splits.report.get("prepared_from") == "synthetic":
         return {**found, "text_logreg": {"skipped": "synthetic corpus: see its reference models"}}
+    if prepared.is_streamed(splits.train):
+        total = len(splits.train) + len(splits.validation) + len(splits.test)
+        if total > STREAMED_BASELINE_LIMIT:
+            return {**found, "text_logreg": {"skipped": f"streamed corpus of {total:,} reviews: the TF-IDF baseline "
+                                                        f"is fitted in memory, up to {STREAMED_BASELINE_LIMIT:,}"}}
+        splits = dataclasses.replace(splits, train=splits.train.materialize(),
+                                     validation=splits.validation.materialize(), test=splits.test.materialize())
     began = time.perf_counter()
     found.update(text_baseline.baselines(splits))
     if jax.process_index() == 0 and "accuracy" in found["text_logreg"]:

@@ -1,0 +1,158 @@
+"""Batches of a streamed split (`prepared.StreamedReviews`) built by Grain, in worker processes.
+
+The batcher (`packing.PackedBatcher` or `batching.Batcher`) plans as it does in memory, from the
+split's offsets alone; a batch is built by reading its reviews' records and packing them, the same
+code on the same reviews, so the batches equal the in-memory ones (tests). Each process reads
+only the reviews of its own parts of every global batch: P processes read disjoint records that
+together are the split, once an epoch.
+
+Grain: a `MapDataset` over the run's global step numbers (epoch * steps_per_epoch + step) maps a
+step to its batch; `mp_prefetch` runs that map in `workers` processes (0: in this one). A batch is
+a pure function of (seed, epoch, step), so the iterator's whole state is the step the run's
+checkpoint holds: a run restarted from a checkpoint (after a SIGKILL too) resumes the stream at
+that step and trains on exactly the batches an uninterrupted run would. One iterator serves
+consecutive epochs; a jump (resume, a second run) starts a new one at the asked step.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from jaxreviews.data import batching, packing
+from jaxreviews.data.prepared import StreamedReviews
+
+Batch = dict[str, np.ndarray]
+EPOCH_LIMIT = 1 << 20  # the training stream's length in epochs: a bound, not a plan
+# An evaluation of fewer batches is built in the training process: starting workers costs more.
+WORKERS_FROM_BATCHES = 64
+
+
+def default_workers() -> int:
+    """The cores this process may use (its CPU affinity), the default of data.workers=-1."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _BuildTraining:
+    """Global step -> this process's part of that training batch, read from the records."""
+
+    def __init__(self, batcher):
+        self.batcher = batcher
+
+    def __call__(self, index: int) -> Batch:
+        epoch, step = divmod(int(index), self.batcher.steps_per_epoch)
+        if isinstance(self.batcher, packing.PackedBatcher):
+            return _packed(self.batcher, self.batcher.step_parts(epoch, step))
+        return _padded(self.batcher, self.batcher.epoch_plan(epoch)[step])
+
+
+class _BuildEvaluation:
+    """Evaluation batch number -> this process's part of it."""
+
+    def __init__(self, batcher):
+        self.batcher = batcher
+
+    def __call__(self, index: int) -> Batch:
+        if isinstance(self.batcher, packing.PackedBatcher):
+            return _packed(self.batcher, self.batcher.eval_step_parts(int(index)))
+        return _padded(self.batcher, self.batcher.eval_plan()[int(index)])
+
+
+def _packed(batcher: packing.PackedBatcher, global_parts: list[np.ndarray]) -> Batch:
+    mine = batcher.local_members(global_parts)
+    local = batcher.data.read(np.concatenate(mine))
+    ends = np.cumsum([len(m) for m in mine])
+    positions = [np.arange(end - len(m), end) for m, end in zip(mine, ends)]
+    return batcher.local_batch(global_parts, data=local, positions=positions)
+
+
+def _padded(batcher: batching.Batcher, planned: batching.PlannedBatch) -> Batch:
+    indices = batcher.local_indices(planned)
+    real = indices >= 0
+    local = batcher.data.read(indices[real])
+    positions = np.full(len(indices), -1, np.int64)
+    positions[real] = np.arange(int(real.sum()))
+    return batcher._local(planned, data=local, indices=positions)
+
+
+class StreamedBatches:
+    """A batcher whose split streams from records: `epoch` and `evaluation` as the batcher's
+    (same batches), built by Grain in `workers` processes; everything else is the batcher's."""
+
+    def __init__(self, batcher, *, workers: int = 0, buffer: int = 2):
+        if not isinstance(batcher.data, StreamedReviews):
+            raise TypeError("StreamedBatches needs a batcher over a streamed split (prepared.load)")
+        self.batcher, self.workers, self.buffer = batcher, int(workers), int(buffer)
+        self._stream = None  # (the Grain iterator, the global step it yields next)
+
+    def __getattr__(self, name):
+        return getattr(self.batcher, name)
+
+    def _iterate(self, dataset, workers: int | None = None) -> Iterator[Batch]:
+        import grain
+
+        workers = self.workers if workers is None else workers
+        iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=self.buffer))
+        if workers > 0:
+            from absl import flags
+
+            if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; as a library, nothing parsed them
+                flags.FLAGS.mark_as_parsed()
+            iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(
+                num_workers=workers, per_worker_buffer_size=self.buffer))
+        return iter(iterable)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """This process's part of the training batches of `epoch`, from `start_step` on."""
+        import grain
+
+        steps = self.batcher.steps_per_epoch
+        first = epoch * steps + start_step
+        if self._stream is None or self._stream[1] != first:
+            self.close()
+            dataset = grain.MapDataset.range(first, EPOCH_LIMIT * steps).map(_BuildTraining(self.batcher))
+            self._stream = [self._iterate(dataset), first]
+        for _ in range(start_step, steps):
+            batch = next(self._stream[0])
+            self._stream[1] += 1
+            yield batch
+
+    def example(self) -> Batch:
+        """This process's part of the first training batch, built here (no workers started)."""
+        return _BuildTraining(self.batcher)(0)
+
+    def evaluation(self) -> Iterator[Batch]:
+        import grain
+
+        count = len(self.batcher.eval_parts()) // self.batcher.parts \
+            if isinstance(self.batcher, packing.PackedBatcher) else len(self.batcher.eval_plan())
+        dataset = grain.MapDataset.range(count).map(_BuildEvaluation(self.batcher))
+        iterator = self._iterate(dataset, workers=self.workers if count >= WORKERS_FROM_BATCHES else 0)
+        try:
+            yield from iterator
+        finally:
+            _close(iterator)
+
+    def close(self) -> None:
+        """Stops the training stream's workers (a new one starts where the next epoch asks)."""
+        if self._stream is not None:
+            iterator, self._stream = self._stream[0], None
+            _close(iterator)
+
+
+def _close(iterator) -> None:
+    """Stops a Grain iterator's worker processes now (not at interpreter exit)."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+def streamed(batcher, *, workers: int = -1, buffer: int = 2):
+    """`batcher` itself for an in-memory split, else its `StreamedBatches` (workers -1: every core)."""
+    if not isinstance(batcher.data, StreamedReviews):
+        return batcher
+    return StreamedBatches(batcher, workers=default_workers() if workers < 0 else workers, buffer=buffer)
