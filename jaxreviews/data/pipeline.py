@@ -25,6 +25,7 @@ text and rating) are grouped, so copies never straddle splits, and can be droppe
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -286,13 +287,20 @@ class _StopAtRating(readers.ReadReport):
 # --- reading ---------------------------------------------------------------------------------------
 
 
+def input_files(value: str) -> list[str]:
+    """The files of a file option: one path, or several separated by commas, read one after the
+    other as one corpus (a data set shipped in parts)."""
+    return [os.path.expanduser(part) for part in str(value).split(",") if part]
+
+
 def _read(path: str, config, report_name: str, reports: dict, *, rating_range, rating_step,
           scale: RatingScale | None = None, collect=corpus.collect):
     """The reviews of one file; a rating outside `rating_range` / `rating_step` is a ReadError
     `path:line: ...` (and, given the `scale`, where it came from and what to set)."""
     report = readers.ReadReport()
-    stream = readers.read_reviews(os.path.expanduser(path), config.format or None, rating_range=rating_range,
-                                  rating_step=rating_step, lenient=config.lenient, report=report)
+    stream = itertools.chain.from_iterable(
+        readers.read_reviews(one, config.format or None, rating_range=rating_range, rating_step=rating_step,
+                             lenient=config.lenient, report=report) for one in input_files(path))
     try:
         collected = collect(stream)
     except readers.ReadError as error:
@@ -313,7 +321,7 @@ def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, re
     else:
         first_key, first_path, report_name = "train", config.train, "read_train"
         source = f"training file {config.train} (data.train)"
-    format = config.format or readers.detect_format(os.path.expanduser(first_path))
+    format = config.format or readers.detect_format(input_files(first_path)[0])
     bound, range_from = rating_range, None
     if rating_range is None and format in readers.FIXED_RATING_RANGES:  # Amazon: 1..5 stars whatever the file holds
         rating_range = bound = readers.FIXED_RATING_RANGES[format]
@@ -334,10 +342,10 @@ def _read_files(config: ml_collections.ConfigDict, rating_range, rating_step, re
     bad = first_off_scale(first.arrays.ratings, scale)
     if bad is not None:  # a step given for a range read from the file: find the line that misses it
         try:
-            for _ in readers.read_reviews(os.path.expanduser(first_path), config.format or None,
-                                          rating_range=scale.rating_range, rating_step=scale.step, lenient=True,
-                                          report=_StopAtRating()):
-                pass
+            for one in input_files(first_path):
+                for _ in readers.read_reviews(one, config.format or None, rating_range=scale.rating_range,
+                                              rating_step=scale.step, lenient=True, report=_StopAtRating()):
+                    pass
         except readers.ReadError as error:
             raise readers.ReadError(error.path, error.line_number, error.kind,
                                     error.problem + scale.hint(error.kind)) from None

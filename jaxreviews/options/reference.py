@@ -249,8 +249,9 @@ DATA = {
                            "0 = only when data.streaming", check=NON_NEGATIVE, affects_results=False),
     "cache_dir": Option("", "where streamed files are prepared; '' = ~/.cache/jaxreviews/prepared",
                         affects_results=False),
-    "workers": Option(-1, "streamed data: Grain worker processes that build batches; -1 = the cores this process "
-                      "may use, 0 = in the training process", check=at_least(-1), affects_results=False),
+    "workers": Option(-1, "streamed data: Grain worker processes that build batches; -1 = auto: 0 on a CPU "
+                      "backend (the model uses the cores), else the cores this process may use; 0 = in the "
+                      "training process", check=at_least(-1), affects_results=False),
     "plan_window": Option(262144, "packed batches are planned (balanced) over windows of this many reviews: an epoch "
                           "of a larger split is shuffled and planned window by window", check=COUNT),
 }

@@ -200,6 +200,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
                                                        for i in range(1, len(seeds))])
     per_transfer = transfer_steps(config, first_order)
     auto = {**models.backend.choices(config.model, layout), "train.steps_per_transfer": per_transfer}
+    if isinstance(first_order, streaming.StreamedBatches):
+        auto["data.workers"] = first_order.workers
     if is_main:
         _log_data(splits, first_order, mesh, batch_size, time.perf_counter() - started, auto)
 
@@ -376,7 +378,17 @@ def make_batchers(config: ml_collections.ConfigDict, splits: pipeline.DataSplits
 
 def _streamed(config: ml_collections.ConfigDict, batcher):
     """`batcher`, its batches built by Grain workers when its split streams from records."""
-    return streaming.streamed(batcher, workers=int(config.data.workers))
+    return streaming.streamed(batcher, workers=streaming_workers(config))
+
+
+def streaming_workers(config: ml_collections.ConfigDict) -> int:
+    """data.workers, -1 resolved per backend: on a CPU the model's own threads use every core,
+    and building in the training process measured faster than handing batches over from
+    workers (tools/bench_data.py); beside an accelerator the host cores are free for building."""
+    asked = int(config.data.workers)
+    if asked >= 0:
+        return asked
+    return 0 if jax.default_backend() == "cpu" else streaming.default_workers()
 
 
 def train_batcher(config: ml_collections.ConfigDict, splits: pipeline.DataSplits, seed: int, layout: str, *,
