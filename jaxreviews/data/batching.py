@@ -131,14 +131,14 @@ def make_batch(data: EncodedReviews, indices: np.ndarray, layout: Layout, shape:
     if layout == "ids":
         return batch
     real_rows = np.flatnonzero(real)
-    sentence_counts = arrays.num_sentences[rows[real_rows]]
+    sentence_counts = arrays.num_sentences_of(rows[real_rows])
     if layout == "hierarchical":
         max_sentences, max_words = shape
         kept_sentences = np.minimum(sentence_counts, max_sentences)
         sentences = concatenated_ranges(arrays.sentence_offsets[rows[real_rows]], kept_sentences)
         sentence_row = np.repeat(real_rows, kept_sentences)
         sentence_slot = concatenated_ranges(np.zeros_like(kept_sentences), kept_sentences)
-        lengths = np.minimum(arrays.sentence_lengths[sentences], max_words)
+        lengths = np.minimum(arrays.sentence_lengths_of(sentences), max_words)
         tokens = concatenated_ranges(arrays.token_offsets[sentences], lengths)
         words = np.zeros((batch_size, max_sentences, max_words), np.int32)
         words[np.repeat(sentence_row, lengths), np.repeat(sentence_slot, lengths),
@@ -149,7 +149,7 @@ def make_batch(data: EncodedReviews, indices: np.ndarray, layout: Layout, shape:
     else:
         (max_tokens,) = shape
         starts = arrays.token_offsets[arrays.sentence_offsets[rows[real_rows]]]
-        lengths = np.minimum(arrays.num_tokens[rows[real_rows]], max_tokens)
+        lengths = np.minimum(arrays.num_tokens_of(rows[real_rows]), max_tokens)
         tokens = np.zeros((batch_size, max_tokens), np.int32)
         tokens[np.repeat(real_rows, lengths), concatenated_ranges(np.zeros_like(lengths), lengths)] = \
             arrays.token_ids[concatenated_ranges(starts, lengths)]
@@ -309,11 +309,11 @@ class Batcher:
     def _kept_tokens(self, members: np.ndarray, bucket: tuple[int, ...]) -> np.ndarray:
         arrays = self.data.arrays
         if self.layout == "flat":
-            return np.minimum(arrays.num_tokens[members], bucket[0])
+            return np.minimum(arrays.num_tokens_of(members), bucket[0])
         max_sentences, max_words = bucket
-        counts = np.minimum(arrays.num_sentences[members], max_sentences)
+        counts = np.minimum(arrays.num_sentences_of(members), max_sentences)
         sentences = concatenated_ranges(arrays.sentence_offsets[members], counts)
-        return np.minimum(arrays.sentence_lengths[sentences], max_words)
+        return np.minimum(arrays.sentence_lengths_of(sentences), max_words)
 
 
 def stacked(batches: Iterator[Batch], count: int) -> Iterator[Batch]:

@@ -59,6 +59,20 @@ class ReviewArrays:
         """int64 [N] tokens of each review."""
         return np.diff(self.token_offsets[self.sentence_offsets])
 
+    # The same for some reviews (sentences) only: O(len(reviews)), where indexing the properties
+    # above costs O(N) a call, a batch's worth of reviews of a large split included.
+    def num_sentences_of(self, reviews: np.ndarray) -> np.ndarray:
+        reviews = np.asarray(reviews, np.int64)
+        return self.sentence_offsets[reviews + 1] - self.sentence_offsets[reviews]
+
+    def sentence_lengths_of(self, sentences: np.ndarray) -> np.ndarray:
+        sentences = np.asarray(sentences, np.int64)
+        return self.token_offsets[sentences + 1] - self.token_offsets[sentences]
+
+    def num_tokens_of(self, reviews: np.ndarray) -> np.ndarray:
+        reviews = np.asarray(reviews, np.int64)
+        return self.token_offsets[self.sentence_offsets[reviews + 1]] - self.token_offsets[self.sentence_offsets[reviews]]
+
     @property
     def longest_sentence(self) -> np.ndarray:
         """int64 [N] tokens of each review's longest sentence (0 for a review without text)."""
@@ -73,9 +87,9 @@ class ReviewArrays:
         """The reviews at `indices`, in that order; `with_tokens=False`: their offsets, ids and
         ratings only (token_ids stays as it is: a streamed split's tokens live in records)."""
         indices = np.asarray(indices, np.int64)
-        sentence_counts = self.num_sentences[indices]
+        sentence_counts = self.num_sentences_of(indices)
         sentences = concatenated_ranges(self.sentence_offsets[indices], sentence_counts)
-        lengths = self.sentence_lengths[sentences]
+        lengths = self.sentence_lengths_of(sentences)
         tokens = concatenated_ranges(self.token_offsets[sentences], lengths) if with_tokens else None
         return ReviewArrays(
             token_ids=self.token_ids[tokens] if with_tokens else self.token_ids,

@@ -212,10 +212,10 @@ class PackedBatcher:
             if shape is not None:
                 self.row_length = shape.row_length
             else:
-                longest = int(arrays.sentence_lengths[sentences].max(initial=1))
+                longest = int(arrays.sentence_lengths_of(sentences).max(initial=1))
                 self.row_length = min(max_words, _round_up(longest, multiple))
             self.sentence_row_length = cap if shape is not None else max(1, int(self.kept_sentences.max(initial=1)))
-            self.unit_lengths = np.minimum(arrays.sentence_lengths[sentences], self.row_length)
+            self.unit_lengths = np.minimum(arrays.sentence_lengths_of(sentences), self.row_length)
             self.first_unit = np.concatenate([[0], np.cumsum(self.kept_sentences)]).astype(np.int64)
             cumulative = np.concatenate([[0], np.cumsum(self.unit_lengths)])
             self.review_tokens = cumulative[self.first_unit[1:]] - cumulative[self.first_unit[:-1]]
@@ -525,7 +525,7 @@ def make_packed_batch(data: EncodedReviews, members: np.ndarray, layout: str, sh
     words = np.zeros((rows, length), np.int32)
     owner = np.zeros((rows, length), np.int32)
     if layout == "flat":
-        lengths = np.minimum(arrays.num_tokens[members], shape.max_tokens or length)
+        lengths = np.minimum(arrays.num_tokens_of(members), shape.max_tokens or length)
         placed = best_fit_rows(lengths, length, rows)
         if placed is None:
             raise ValueError(f"the reviews of a batch do not fit {rows} rows of {length}")
@@ -538,7 +538,7 @@ def make_packed_batch(data: EncodedReviews, members: np.ndarray, layout: str, sh
         return batch
 
     sentence_rows, sentence_length = shape.sentence_rows // parts, shape.sentence_row_length
-    counts = np.minimum(arrays.num_sentences[members], sentence_length)
+    counts = np.minimum(arrays.num_sentences_of(members), sentence_length)
     # Sentence level: each review's sentences, in order, whole in one sentence row.
     review_row = np.zeros(len(members), np.int64)
     review_offset = np.zeros(len(members), np.int64)
@@ -556,7 +556,7 @@ def make_packed_batch(data: EncodedReviews, members: np.ndarray, layout: str, sh
     sentence_mask.reshape(-1)[sentence_slot] = True
     # Word level: every sentence whole in one word row.
     sentences = concatenated_ranges(arrays.sentence_offsets[members], counts)
-    lengths = np.minimum(arrays.sentence_lengths[sentences], length)
+    lengths = np.minimum(arrays.sentence_lengths_of(sentences), length)
     placed = best_fit_rows(lengths, length, rows)
     if placed is None:
         raise ValueError(f"the sentences of a batch do not fit {rows} rows of {length}")
