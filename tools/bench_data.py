@@ -7,8 +7,8 @@
 
 `--prepared DIR` (a directory of tools/prepare_data.py): the prepare throughput it recorded, the
 time from loading the directory to the first batch, then `--steps` training batches streamed
-with 0 workers (built in this process: the per-core rate), 1 worker and every core
-(`data.workers=-1`), each as batches/s and reviews/s, and the peak memory (PSS) of this process and
+with 0 workers (built in this process: the per-core rate, and data.workers=-1 on a CPU), 1 worker
+and one per core, each as batches/s and reviews/s, and the peak memory (PSS) of this process and
 its workers. `--distinct_ids` gives every synthetic corpus of the file its own users and products
 (a corpus of millions then has as many ids as a real one, and the ids' tables grow with it).
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxreviews.data import batching, packing
+from jaxreviews.data import packing
 from jaxreviews.data.prepared import StreamedReviews
 
 Batch = dict[str, np.ndarray]
@@ -32,7 +32,7 @@ WORKERS_FROM_BATCHES = 64
 
 
 def default_workers() -> int:
-    """The cores this process may use (its CPU affinity), the default of data.workers=-1."""
+    """The cores this process may use (its CPU affinity): data.workers=-1 beside an accelerator."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -102,36 +102,26 @@ def _grouped(batches: list[Batch]):
 def _built(batcher, plans: list) -> list[Batch]:
     """The batches of `plans` (packed: a step's global parts; padded: a PlannedBatch), built from
     one read of all their reviews: each batch's reviews lie at its positions in what was read."""
-    wanted = [_wanted(batcher, plan) for plan in plans]
-    data = batcher.data.read(np.concatenate([np.concatenate(pieces) for pieces in wanted]))
+    packed = isinstance(batcher, packing.PackedBatcher)
+    # Per batch, the reviews this process reads: packed, one array per local part; padded, the
+    # batch's rows (-1: a padding row).
+    wanted = [batcher.local_members(plan) if packed else batcher.local_indices(plan) for plan in plans]
+    pieces = [np.concatenate(w) if packed else w[w >= 0] for w in wanted]
+    # A padded part of only padding rows still indexes row 0 of its arrays (weight 0): one review.
+    pieces = [p if len(p) or packed else np.zeros(1, np.int64) for p in pieces]
+    data = batcher.data.read(np.concatenate(pieces))
     batches, start = [], 0
-    for plan, pieces in zip(plans, wanted):
-        positions = []
-        for piece in pieces:
-            positions.append(np.arange(start, start + len(piece)))
-            start += len(piece)
-        batches.append(_assembled(batcher, plan, data, positions))
+    for plan, members, piece in zip(plans, wanted, pieces):
+        if packed:
+            ends = start + np.cumsum([len(m) for m in members])
+            positions = [np.arange(end - len(m), end) for m, end in zip(members, ends)]
+            batches.append(batcher.local_batch(plan, data=data, positions=positions))
+        else:
+            rows = np.full(len(members), -1, np.int64)
+            rows[members >= 0] = start + np.arange(int((members >= 0).sum()))
+            batches.append(batcher._local(plan, data=data, indices=rows))
+        start += len(piece)
     return batches
-
-
-def _wanted(batcher, plan) -> list[np.ndarray]:
-    """The reviews this process reads for one batch, in the pieces `_assembled` places."""
-    if isinstance(batcher, packing.PackedBatcher):
-        return [np.asarray(m, np.int64) for m in batcher.local_members(plan)]
-    indices = batcher.local_indices(plan)
-    real = indices >= 0
-    # A part of only padding rows still indexes row 0 of its arrays (weight 0): read one review.
-    return [indices[real] if real.any() else np.zeros(1, np.int64)]
-
-
-def _assembled(batcher, plan, data, positions: list[np.ndarray]) -> Batch:
-    if isinstance(batcher, packing.PackedBatcher):
-        return batcher.local_batch(plan, data=data, positions=positions)
-    indices = batcher.local_indices(plan)
-    real = indices >= 0
-    rows = np.full(len(indices), -1, np.int64)
-    rows[real] = positions[0][:int(real.sum())]
-    return batcher._local(plan, data=data, indices=rows)
 
 
 class StreamedBatches:
@@ -142,7 +132,7 @@ class StreamedBatches:
         if not isinstance(batcher.data, StreamedReviews):
             raise TypeError("StreamedBatches needs a batcher over a streamed split (prepared.load)")
         self.batcher, self.workers, self.buffer, self.group = batcher, int(workers), int(buffer), int(group)
-        self._stream = None  # (the Grain iterator, the global step it yields next)
+        self._stream = None  # [its batches, the global step they yield next, the Grain iterator]
 
     def __getattr__(self, name):
         return getattr(self.batcher, name)
@@ -171,9 +161,8 @@ class StreamedBatches:
         first = epoch * steps + start_step
         if self._stream is None or self._stream[1] != first:
             self.close()
-            group = self.group
-            dataset = grain.MapDataset.range(EPOCH_LIMIT * steps // group).map(
-                _BuildTraining(self.batcher, first, group))
+            dataset = grain.MapDataset.range(EPOCH_LIMIT * steps // self.group).map(
+                _BuildTraining(self.batcher, first, self.group))
             iterator = self._iterate(dataset)
             self._stream = [_flattened(iterator), first, iterator]
         for _ in range(start_step, steps):
@@ -183,8 +172,7 @@ class StreamedBatches:
 
     def example(self) -> Batch:
         """This process's part of the first training batch, built here (no workers started)."""
-        builder = _BuildTraining(self.batcher)
-        return _built(self.batcher, [builder.plan(0)])[0]
+        return _built(self.batcher, [_BuildTraining(self.batcher).plan(0)])[0]
 
     def evaluation(self) -> Iterator[Batch]:
         import grain
@@ -192,8 +180,8 @@ class StreamedBatches:
         count = len(self.batcher.eval_parts()) // self.batcher.parts \
             if isinstance(self.batcher, packing.PackedBatcher) else len(self.batcher.eval_plan())
         workers = self.workers if count >= WORKERS_FROM_BATCHES else 0
-        group = self.group
-        dataset = grain.MapDataset.range(-(-count // group)).map(_BuildEvaluation(self.batcher, count, group))
+        dataset = grain.MapDataset.range(-(-count // self.group)).map(
+            _BuildEvaluation(self.batcher, count, self.group))
         iterator = self._iterate(dataset, workers=workers)
         try:
             yield from _flattened(iterator)
@@ -224,8 +212,9 @@ def _close(iterator) -> None:
         close()
 
 
-def streamed(batcher, *, workers: int = -1, buffer: int = 2):
-    """`batcher` itself for an in-memory split, else its `StreamedBatches` (workers -1: every core)."""
+def streamed(batcher, *, workers: int = 0, buffer: int = 2):
+    """`batcher` itself for an in-memory split, else its `StreamedBatches` built by `workers`
+    processes (data.workers' auto is resolved per backend by the caller, which knows the backend)."""
     if not isinstance(batcher.data, StreamedReviews):
         return batcher
-    return StreamedBatches(batcher, workers=default_workers() if workers < 0 else workers, buffer=buffer)
+    return StreamedBatches(batcher, workers=workers, buffer=buffer)
