@@ -221,12 +221,14 @@ class Run:
             eval_step = members_lib.make_eval_step(self.model, self.config.model.head, self.num_classes,
                                                    self.rating_range, members_lib.member_execution("auto", self.members))
             finalize = members_lib.finalize
+            sums = members_lib.zero_eval_sums(self.config.model.head.kind, self.num_classes, self.members)
         else:
             eval_step = jax.jit(step_lib.make_eval_step(self.model, self.config.model.head, self.num_classes))
-            finalize = step_lib.finalize_metrics
+            finalize, sums = step_lib.finalize_metrics, None
 
         def run(batches) -> dict:
-            metrics = evaluation.evaluate(eval_step, self.params, self.model_state, batches, finalize=finalize)
+            metrics = evaluation.evaluate(eval_step, self.params, self.model_state, batches, finalize=finalize,
+                                          sums=sums)
             if self.members:  # the ensemble's metrics, and each member's
                 return {"metrics": metrics["ensemble"], "members": metrics["members"]}
             return {"metrics": metrics}

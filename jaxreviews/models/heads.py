@@ -259,6 +259,13 @@ def loss(outputs: dict[str, Array], batch: dict[str, Array],
     return jnp.sum(weight * per_example) / jnp.maximum(jnp.sum(weight), 1e-12)
 
 
+def metric_sum_names(kind: str) -> tuple[str, ...]:
+    """The keys of `metric_sums` for a head of `kind` (nll with a classification output): what a
+    running sum kept on the device is made of, known before any step is traced."""
+    names = ("weight", "loss", "correct", "squared_error", "absolute_error")
+    return names + ("nll",) if has_classification(kind) else names
+
+
 def metric_sums(outputs: dict[str, Array], batch: dict[str, Array],
                 head_config: ml_collections.ConfigDict | None = None) -> dict[str, Array]:
     """Weighted SUMS over the batch, so evaluation can add batches up and divide by `weight`:

@@ -23,19 +23,26 @@ class NoBatches(ValueError):
 
 def evaluate(eval_step: Callable, params, model_state, batches: Iterable[dict], *,
              to_device: Callable = jax.device_put, prefetch: int = 2,
-             finalize: Callable[[dict], dict] = step_lib.finalize_metrics) -> dict:
+             finalize: Callable[[dict], dict] = step_lib.finalize_metrics, sums=None) -> dict:
     """Metrics of `params` over `batches` (eval_step from `step.make_eval_step`, usually jitted).
 
     Batches are built and moved to the device `prefetch` ahead on a background thread. `finalize`
-    turns the summed pytree into metrics (an ensemble's sums hold each member's and the ensemble's)."""
-    sums = None
+    turns the summed pytree into metrics (an ensemble's sums hold each member's and the ensemble's).
+    `sums`: the zero sums of an eval step that adds a batch's sums to its last argument
+    (`members.make_eval_step`): the sums then stay on the device in the step's program, and are
+    read once at the end; without, each batch's sums are added by jnp.add."""
+    accumulating, seen = sums is not None, False
     with batching.prefetching(batches, prefetch, to_device) as on_device:
         for batch in on_device:
-            out = eval_step(params, model_state, batch)
-            if sums is not None:
+            if accumulating:
+                out = eval_step(params, model_state, batch, sums)
+            else:
+                out = eval_step(params, model_state, batch)
+                out = out if sums is None else jax.tree.map(jnp.add, sums, out)
+            if seen:
                 jax.block_until_ready(sums)  # one batch in flight at most (see loop.Trainer.train_step)
-            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    if sums is None:
+            sums, seen = out, True
+    if not seen:
         raise NoBatches("evaluate: no batches to evaluate")
     return finalize(jax.device_get(sums))
 

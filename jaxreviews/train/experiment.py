@@ -2,8 +2,8 @@
 and the jitted programs, for K >= 1 members (`members`: one model is a population of one).
 
     experiment = build(config, workdir)      # also writes the run's tables and model.json
-    state = experiment.init_state(keys)      # every member's fresh state, born sharded
-    experiment.steps.train(state, batch, run_keys) -> (state, metrics [K])
+    state, run_keys = experiment.init_state()  # every member's fresh state, born sharded; its keys
+    experiment.programs.train(state, batch, run_keys, window) -> (state, window + metrics [K])
     experiment.evaluate(params, model_state, experiment.valid_batches) -> {"members": [...], "ensemble": {...}}
 
 The mesh is ("members", "data", "model"): members over "members", the batch over "data", the
@@ -41,14 +41,15 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Programs:
-    """The jitted programs of a run: init, the train step (one program: its global norms cost
-    2-4% of a CPU step, a second program a second compilation), the eval step, the sum of two
-    steps' metrics (summed on the device between records) and the per-member best selection."""
+    """The jitted programs of a run: init (which makes the members' keys too), the train step (one
+    program: its global norms cost 2-4% of a CPU step, a second program a second compilation; the
+    metrics of the steps between records summed in it), the eval step (its sums kept in it) and the
+    per-member best selection (compiled only when some members improve and others do not): a
+    one-member run compiles three programs."""
 
     init: object
     train: object
     eval: object
-    accumulate: object
     select: object
     costs: dict | None = None  # the train step's measured memory and FLOPs (the same for every run of them)
 
@@ -139,11 +140,22 @@ class Experiment:
         spec = ("members", "data") if self.own_batches else ("data",)
         return self.to_device(batch, P(*((None,) if self.steps_per_transfer > 1 else ()), *spec))
 
-    def init_state(self, keys: jax.Array) -> step_lib.TrainState:
-        """Every member's fresh state from its init key (on the members axis: `members.member_keys`),
-        with the population's values written in."""
-        state = self.programs.init(keys, self.to_device(self.example_batch), self.splits.pretrained)
-        return population.apply(state, self.hyperparameters)
+    def init_state(self) -> tuple[step_lib.TrainState, jax.Array]:
+        """(every member's fresh state from its seed, with the population's values written in; the
+        members' run keys [K]), on the members axis (`members.init_program`)."""
+        seeds = members_lib.seeds_array(self.seeds, self.mesh)
+        state, run_keys = self.programs.init(seeds, self.to_device(self.example_batch), self.splits.pretrained)
+        return population.apply(state, self.hyperparameters), run_keys
+
+    def zero_window(self) -> dict:
+        """The train step's metric sums before a window's first step (`members.zero_window`)."""
+        return members_lib.zero_window(self.config.model.head.kind, self.num_members, self.mesh)
+
+    def zero_eval_sums(self, params) -> dict:
+        """The eval step's sums before the first batch, for `params` [K] (a snapshot ensemble
+        evaluates its snapshots x members)."""
+        count = int(jax.tree.leaves(params)[0].shape[0])
+        return members_lib.zero_eval_sums(self.config.model.head.kind, self.splits.num_classes, count, self.mesh)
 
     def evaluate(self, params, model_state, batcher) -> dict:
         """{"members": [metrics of each member], "ensemble": metrics} over `batcher` (every review once)."""
@@ -151,7 +163,7 @@ class Experiment:
 
         return evaluation.evaluate(self.programs.eval, params, model_state, batcher.evaluation(),
                                    to_device=self.to_device, prefetch=self.config.train.prefetch,
-                                   finalize=members_lib.finalize)
+                                   finalize=members_lib.finalize, sums=self.zero_eval_sums(params))
 
 
 class MemberBatches:
@@ -265,7 +277,7 @@ def _seed_range(seeds: list[int]) -> str:
 
 def make_programs(model, tx, config, splits, *, mesh: Mesh, state_sharding, execution: str, own_batches: bool,
                   num_members: int, steps_per_transfer: int = 1) -> Programs:
-    """The jitted init, train, eval, metric-sum and best-selection programs."""
+    """The jitted init, train, eval and best-selection programs."""
     steps = dict(state_sharding=state_sharding, own_batches=own_batches, execution=execution,
                  indexed=steps_per_transfer > 1)
     params_sharding = state_sharding.params, state_sharding.model_state
@@ -277,8 +289,7 @@ def make_programs(model, tx, config, splits, *, mesh: Mesh, state_sharding, exec
         init=members_lib.init_program(model, tx, mesh, state_sharding, num_members),
         train=members_lib.make_train_step(model, tx, config, **steps),
         eval=members_lib.make_eval_step(model, config.model.head, splits.num_classes, splits.rating_range,
-                                        eval_execution),
-        accumulate=jax.jit(lambda a, b: jax.tree.map(jax.numpy.add, a, b)),
+                                        eval_execution, mesh),
         select=jax.jit(members_lib.select_members, out_shardings=params_sharding))
 
 
@@ -314,8 +325,8 @@ def state_shardings(model, tx, mesh: Mesh, batch: dict, pretrained=None, split=N
     """Where each array of one member's fresh TrainState lives (`sharding.state_shardings`): the
     shapes from `jax.eval_shape` of the init, the tables' logical axes from the model, split as
     `split` says."""
-    abstract = jax.eval_shape(lambda b, k, table: step_lib.init_state(model, tx, b, k, pretrained_embeddings=table),
-                              batch, jax.random.key(0), pretrained)
+    abstract = jax.eval_shape(lambda b, table: step_lib.init_state(model, tx, b, jax.random.key(0),
+                                                                   pretrained_embeddings=table), batch, pretrained)
     params = sharding_lib.param_shardings(sharding_lib.param_logical_axes(model, batch), mesh, split)
     return sharding_lib.state_shardings(abstract, params, mesh)
 

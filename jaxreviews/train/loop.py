@@ -101,18 +101,45 @@ class Totals:
 
 
 def restore_or_create(experiment: experiment_lib.Experiment, ckpt: checkpoints.RunCheckpoints):
-    """(state, stopping, meta): the run's latest checkpoint, else fresh members from their seeds
-    (meta None)."""
-    init_keys, _ = members_lib.member_keys(experiment.seeds, experiment.mesh)
-    state = experiment.init_state(init_keys)
+    """(state, run keys [K], stopping, meta): the run's latest checkpoint, else fresh members from
+    their seeds (meta None); the run keys come from the seeds either way."""
+    state, run_keys = experiment.init_state()
     train = experiment.config.train
     patience = 0 if experiment.snapshot_steps else train.patience  # a snapshot ensemble runs every cycle
     stopping = MemberStopping.create(train.early_stopping_metric, patience, experiment.num_members)
     restored = ckpt.restore_latest(state)
     if restored is None:
-        return state, stopping, None
+        return state, run_keys, stopping, None
     state, meta = restored
-    return state, stopping.load_state_dict(meta["bookkeeping"]), meta
+    return state, run_keys, stopping.load_state_dict(meta["bookkeeping"]), meta
+
+
+def compile_programs(experiment: experiment_lib.Experiment, clock: compilation.CompileClock | None = None) -> dict:
+    """Compiles the run's init, train and eval programs (the first batch shapes) before any of them
+    runs, side by side (`compilation.compile_ahead`): the train and eval steps are traced on the
+    shapes and shardings the init program will give, so no program waits for another to run, and
+    no validation waits for its program. Returns the train step's memory and FLOPs
+    (`accounting.step_costs`). Programs shared by runs of one shape (`ProgramCache`) compile once."""
+    programs = experiment.programs
+    if programs.costs is not None:  # programs shared by runs of one shape cost the same
+        return programs.costs
+    mesh = experiment.mesh
+    init_args = (members_lib.seeds_array(experiment.seeds, mesh), experiment.to_device(experiment.example_batch),
+                 experiment.splits.pretrained)
+    state, run_keys = jax.tree.map(
+        lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+        programs.init.eval_shape(*init_args), (experiment.state_sharding, members_lib.member_sharding(mesh)))
+    inputs = (experiment.train_to_device(next(iter(experiment.train_inputs(0)))),)
+    if experiment.steps_per_transfer > 1:  # the index of the step's batch among the stacked ones
+        inputs += (jax.ShapeDtypeStruct((), np.int32, sharding=NamedSharding(mesh, P())),)
+    calls = [(programs.init, init_args), (programs.train, (state, *inputs, run_keys, experiment.zero_window()))]
+    first = next(iter(experiment.valid_batches.evaluation()), None)
+    if first is not None:
+        calls.append((programs.eval, (state.params, state.model_state, experiment.to_device(first),
+                                      experiment.zero_eval_sums(state.params))))
+    _, (traced, compiled), *_ = compilation.compile_ahead(calls, clock)
+    programs.costs = accounting.step_costs(traced, compiled, state)
+    return programs.costs
 
 
 class Trainer:
@@ -121,7 +148,7 @@ class Trainer:
     apart from training time. `run()` trains to the end, until every member stopped, or a stop."""
 
     def __init__(self, experiment: experiment_lib.Experiment, state: step_lib.TrainState, stopping: MemberStopping,
-                 ckpt: checkpoints.RunCheckpoints, *, meta: dict | None = None, callbacks=(),
+                 ckpt: checkpoints.RunCheckpoints, *, run_keys: jax.Array, meta: dict | None = None, callbacks=(),
                  preemption: Preemption | None = None, clock: compilation.CompileClock | None = None,
                  progress_stream=None):
         self.experiment, self.state, self.stopping, self.ckpt = experiment, state, stopping, ckpt
@@ -131,7 +158,7 @@ class Trainer:
         train = experiment.config.train
         self.step = int(np.ravel(jax.device_get(state.step))[0])
         self.last_saved = self.step
-        _, self.key = members_lib.member_keys(experiment.seeds, experiment.mesh)
+        self.key = run_keys
         self.totals = Totals(**(meta or {}).get("totals", {}))
         self.writer = reporting.MetricWriter(experiment.workdir, tensorboard=train.tensorboard,
                                              resume_step=None if meta is None else self.step)
@@ -139,12 +166,18 @@ class Trainer:
         self.log_every = Every(train.log_every_steps)
         self.validate_every = Every(train.eval_every_steps)
         self.checkpoint_every = Every(train.checkpoint_every_steps)
-        # The metrics of the steps since the last record, summed on the device (no host sync a
-        # step) and read every log_every_steps; a checkpoint keeps them, so a resumed run's records
-        # are an uninterrupted run's.
+        # The metrics of the steps since the last record, summed on the device by the train program
+        # (no host sync a step, no second program) and read every log_every_steps; a checkpoint
+        # keeps them, so a resumed run's records are an uninterrupted run's.
+        self._zero_window = experiment.zero_window()
+        self.window, self.window_steps = self._zero_window, int((meta or {}).get("window_steps", 0))
         saved = (meta or {}).get("window")
-        self.window = None if saved is None else {k: np.asarray(v, np.float32) for k, v in saved.items()}
-        self.window_steps = int((meta or {}).get("window_steps", 0))
+        if saved is not None and self.window_steps:
+            if set(saved) != set(self.window):
+                raise ValueError(f"the checkpoint's metric window holds {sorted(saved)}, this run's train step gives "
+                                 f"{sorted(self.window)}")
+            self.window = {name: members_lib.global_array(np.asarray(saved[name], np.float32), zero.sharding)
+                           for name, zero in self.window.items()}
         self.preempted = False
         self.costs: dict | None = None
         self._indices: list | None = None  # the step indices of a stacked group, on the device (step_inputs)
@@ -161,21 +194,9 @@ class Trainer:
         return self.experiment.num_members
 
     def measure_costs(self) -> dict:
-        """Memory per device and counted FLOPs of the train step (`accounting.step_costs`). The
-        train and eval programs of the first batch shape are compiled here, ahead of time and side
-        by side (`compilation.compile_ahead`): the loop then runs them, and no evaluation waits for
-        its program."""
-        experiment = self.experiment
-        programs = experiment.programs
-        if programs.costs is None:  # programs shared by runs of one shape cost the same
-            inputs = experiment.train_to_device(next(iter(experiment.train_inputs(0))))
-            calls = [(programs.train, (self.state, *self.step_inputs(inputs, 0), self.key))]
-            first = next(iter(experiment.valid_batches.evaluation()), None)
-            if first is not None:
-                calls.append((programs.eval, (self.state.params, self.state.model_state, experiment.to_device(first))))
-            (traced, compiled), *_ = compilation.compile_ahead(calls, self.clock)
-            programs.costs = accounting.step_costs(traced, compiled, self.state)
-        self.costs = programs.costs
+        """Memory per device and counted FLOPs of the train step (`accounting.step_costs`), from the
+        programs `compile_programs` compiled ahead of time."""
+        self.costs = compile_programs(self.experiment, self.clock)
         return self.costs
 
     # -- periodic actions ---------------------------------------------------------------------------
@@ -187,8 +208,8 @@ class Trainer:
 
     def meta(self) -> dict:
         totals = {**dataclasses.asdict(self.totals), "train_seconds": self.training_seconds()}
-        window = None if self.window is None else jax.tree.map(lambda x: np.asarray(x).tolist(),
-                                                                 jax.device_get(self.window))
+        window = None if not self.window_steps else jax.tree.map(lambda x: np.asarray(x).tolist(),
+                                                                   jax.device_get(self.window))
         return {"bookkeeping": self.stopping.state_dict(), "step": self.step, "members": self.num_members,
                 "totals": totals, "window": window, "window_steps": self.window_steps}
 
@@ -215,7 +236,7 @@ class Trainer:
         improved = self.stopping.update(member_values, self.step)
         if improved.any() and not experiment.snapshot_steps:
             current = (self.state.params, self.state.model_state)
-            self.best = experiment.programs.select(improved, current, current if self.best is None else self.best)
+            self.best = members_lib.keep_best(improved, current, self.best, experiment.programs.select)
             self.stopping.best_checkpoint_step = self.step
             best = self.state.replace(params=self.best[0], model_state=self.best[1])
             self._saved(self.ckpt.save_best, self.step, best, self.meta())
@@ -263,10 +284,10 @@ class Trainer:
         """The train record of the steps since the last one: the window's metrics read from the
         device, shown to the callbacks and checked, then their means written (the members' mean
         loss, and each member's when there are several)."""
-        if self.window is None:
+        if not self.window_steps:
             return
         values, steps = self.check(self.window), self.window_steps
-        self.window, self.window_steps = None, 0
+        self.window, self.window_steps = self._zero_window, 0
         step = self.step
         loss = np.asarray(values["loss"], np.float64) / steps  # [K]: each member's mean loss
         record = {"loss": float(loss.mean()), "steps": steps, "lr": optimizers.learning_rate_at(
@@ -323,15 +344,14 @@ class Trainer:
 
     def train_step(self, *inputs) -> None:
         programs = self.experiment.programs
-        self.state, metrics = programs.train(self.state, *inputs, self.key)
+        before = self.window
+        self.state, self.window = programs.train(self.state, *inputs, self.key, before)
         self._outside_training(0.0, None)  # the first step of a shape compiles it
-        if self.window is not None:
-            # At most one step ahead of the device: the step before must have finished. Unbounded
-            # dispatch gains nothing, and on CPU devices that share a thread pool it lets the
-            # collectives of many programs in flight wedge each other (8 fake devices: an
-            # all-gather waited forever for 2 of its 8 participants).
-            jax.block_until_ready(self.window)
-        self.window = metrics if self.window is None else programs.accumulate(self.window, metrics)
+        # At most one step ahead of the device: the step before (whose window this one took) must
+        # have finished. Unbounded dispatch gains nothing, and on CPU devices that share a thread
+        # pool it lets the collectives of many programs in flight wedge each other (8 fake devices:
+        # an all-gather waited forever for 2 of its 8 participants).
+        jax.block_until_ready(before)
         self.window_steps += 1
         self.step += 1
         if self.log_every.due(self.step):
@@ -539,9 +559,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, callb
         # The steps are traced with the mesh in effect: a kernel that walks its batch in chunks
         # keeps every device on its own rows (models.layers.batch_shards).
         context.enter_context(jax.set_mesh(experiment.mesh))
-        state, stopping, meta = restore_or_create(experiment, ckpt)
+        compile_programs(experiment, clock)
+        state, run_keys, stopping, meta = restore_or_create(experiment, ckpt)
         preemption = Preemption(stop, experiment.mesh, every=config.train.preemption_check_every_steps)
-        trainer = Trainer(experiment, state, stopping, ckpt, meta=meta, callbacks=callbacks, preemption=preemption,
+        trainer = Trainer(experiment, state, stopping, ckpt, run_keys=run_keys, meta=meta, callbacks=callbacks,
+                          preemption=preemption,
                           clock=clock, progress_stream=progress_stream)
         context.callback(trainer.writer.close)
         if experiment.is_main:

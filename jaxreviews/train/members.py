@@ -1,8 +1,8 @@
-"""K >= 1 members in one compiled program: seeds, keys, the mesh, the steps, the ensemble.
+"""K >= 1 members in one compiled program: seeds, the mesh, the steps, the ensemble.
 
 A run trains `num_seeds` members; one model is a population of one. Member i is the run of seed
 `member_seeds[i]` (default `seed + i`): its parameters start from that seed's first key and its
-dropout draws from the second, so member i of an ensemble equals the one-member run of that seed
+dropout draws from the second (the init program makes both), so member i of an ensemble equals the one-member run of that seed
 with the same training order. Members share the training order of the run's seed (one batch
 broadcast to all) unless `member_data_order` gives each its own (the batch gets a member axis).
 
@@ -41,15 +41,14 @@ def member_seeds(config: ml_collections.ConfigDict) -> list[int]:
     return [int(config.seed) + i for i in range(int(config.get("num_seeds", 1)))]
 
 
-def member_keys(seeds: list[int], mesh: Mesh | None = None) -> tuple[jax.Array, jax.Array]:
-    """(init keys [K], run keys [K]): per member, the two halves of `jax.random.key(seed)`; on
-    `mesh`'s members axis when given."""
-    pairs = [jax.random.split(jax.random.key(seed)) for seed in seeds]
-    keys = jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
-    if mesh is None:
-        return keys
-    sharding = member_sharding(mesh)
-    return tuple(jax.random.wrap_key_data(global_array(np.asarray(jax.random.key_data(k)), sharding)) for k in keys)
+def seeds_array(seeds: list[int], mesh: Mesh) -> jax.Array:
+    """The members' seeds, int32 [K] on `mesh`'s members axis: the init program's input (it makes
+    the keys itself, so no key arithmetic runs, and compiles, outside the run's programs)."""
+    info = np.iinfo(np.int32)
+    for seed in seeds:
+        if not info.min <= seed <= info.max:
+            raise ValueError(f"seed {seed} is not a 32-bit signed integer (jax.random.key's range)")
+    return global_array(np.asarray(seeds, np.int32), member_sharding(mesh))
 
 
 def global_array(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -155,7 +154,9 @@ def named(fn: Callable, name: str) -> Callable:
 
 
 def init_program(model, tx, mesh: Mesh, state_sharding, num_members: int) -> Callable:
-    """jit(keys [K], example batch, pretrained table) -> every member's fresh state, born sharded.
+    """jit(seeds [K], example batch, pretrained table) -> (every member's fresh state, born sharded;
+    the members' run keys [K]). Member i's init and run keys are the two halves of
+    `jax.random.split(jax.random.key(seeds[i]))`.
 
     Never vmapped on CPU: the recurrent kernels' orthogonal initialisation is a QR factorisation,
     and jaxlib's batched CPU QR (a vmapped init) splits its batch over XLA's intra-op thread pool and
@@ -168,30 +169,58 @@ def init_program(model, tx, mesh: Mesh, state_sharding, num_members: int) -> Cal
     platform = mesh.devices.flat[0].platform
     execution = "single" if num_members == 1 else "map" if platform == "cpu" else "vmap"
 
-    def init(key, batch, table):
-        return step_lib.init_state(model, tx, batch, key, pretrained_embeddings=table)
+    def init(seed, batch, table):
+        init_key, run_key = jax.random.split(jax.random.key(seed))
+        return step_lib.init_state(model, tx, batch, init_key, pretrained_embeddings=table), run_key
 
-    return jax.jit(named(over_members(init, execution, (0, None, None)), "init_state"), out_shardings=state_sharding)
+    return jax.jit(named(over_members(init, execution, (0, None, None)), "init_state"),
+                   out_shardings=(state_sharding, member_sharding(mesh)))
 
 
 def make_train_step(model, tx, config: ml_collections.ConfigDict, *, state_sharding, own_batches: bool,
                     execution: str, indexed: bool = False) -> Callable:
-    """step(states [K], batch, keys [K]) -> (states, metrics [K], with the global norms), jitted
-    with the states donated and kept where `state_sharding` puts them. `own_batches`: the batch has
-    a member axis. `indexed`: step(states, batches, index, keys) trains on `batches[index]`, one of
-    several batches moved to the device at once (`train.steps_per_transfer`)."""
+    """step(states [K], batch, keys [K], window) -> (states, window + this step's metrics [K], with
+    the global norms), jitted with the states donated and kept where `state_sharding` puts them.
+    The window (`zero_window`) sums the metrics of the steps between two records on the device, in
+    this program: nothing is read back, and no second program adds them. `own_batches`: the batch
+    has a member axis. `indexed`: step(states, batches, index, keys, window) trains on
+    `batches[index]`, one of several batches moved to the device at once (`train.steps_per_transfer`)."""
     single = step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1, l2=config.optimizer.l2)
     step = over_members(single, execution, (0, 0 if own_batches else None, 0))
-    step = named(step_lib.on_stacked(step) if indexed else step, "train_step")
+    step = step_lib.on_stacked(step) if indexed else step
+
+    def train_step(*args):
+        *inputs, window = args
+        state, metrics = step(*inputs)
+        return state, add_sums(window, metrics, "train step")
+
     mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, NamedSharding))[0].mesh
-    return jax.jit(step, donate_argnums=0, out_shardings=(state_sharding, member_sharding(mesh)))
+    return jax.jit(named(train_step, "train_step"), donate_argnums=0,
+                   out_shardings=(state_sharding, member_sharding(mesh)))
+
+
+def add_sums(total: dict, sums: dict, what: str) -> dict:
+    """total + sums (float32), for pytrees of one structure; a different structure is a bug in the
+    names the totals were made from (`zero_window`, `zero_eval_sums`), named at trace time."""
+    if jax.tree.structure(total) != jax.tree.structure(sums):
+        raise ValueError(f"the {what}'s sums {jax.tree.structure(sums)} differ from the running totals "
+                         f"{jax.tree.structure(total)}")
+    return jax.tree.map(lambda t, x: t + x.astype(t.dtype), total, sums)
+
+
+def zero_window(head_kind: str, num_members: int, mesh: Mesh) -> dict:
+    """The train step's metric sums before a window's first step: float32 zeros [K] per metric."""
+    zeros = np.zeros(num_members, np.float32)
+    return {name: global_array(zeros, member_sharding(mesh)) for name in step_lib.train_metric_names(head_kind)}
 
 
 def make_eval_step(model, head_config: ml_collections.ConfigDict, num_classes: int,
-                   rating_range: tuple[float, float], execution: str) -> Callable:
-    """eval_step(params [K], model_state [K], batch) -> {"members": metric sums [K], "ensemble":
-    the ensemble's metric sums}, each with its confusion matrix (`step.make_eval_step`). One
-    member's ensemble is that member."""
+                   rating_range: tuple[float, float], execution: str, mesh: Mesh | None = None) -> Callable:
+    """eval_step(params [K], model_state [K], batch, sums) -> sums + this batch's {"members": metric
+    sums [K], "ensemble": the ensemble's metric sums}, each with its confusion matrix
+    (`step.make_eval_step`), from `zero_eval_sums` before the first batch: the running sums stay on
+    the device in this one program. One member's ensemble is that member. `mesh`: the sums live on
+    it (members on its members axis), as `zero_eval_sums(..., mesh)` places them."""
 
     def sums_of(outputs, batch):
         sums = heads.metric_sums(outputs, batch, head_config)
@@ -199,18 +228,43 @@ def make_eval_step(model, head_config: ml_collections.ConfigDict, num_classes: i
         sums["confusion"] = truth.T @ jax.nn.one_hot(outputs["predicted_class"], num_classes)
         return sums
 
-    def eval_step(params, model_state, batch):
+    def eval_step(params, model_state, batch, total):
         def apply(p, s):
             return model.apply({"params": p, **s}, batch, train=False)
 
         outputs = over_members(apply, execution, (0, 0))(params, model_state)
         member_sums = jax.vmap(lambda o: sums_of(o, batch))(outputs)
         if execution == "single":
-            return {"members": member_sums, "ensemble": jax.tree.map(lambda x: x[0], member_sums)}
-        ensemble = heads.combine_outputs(outputs, rating_range, num_classes)
-        return {"members": member_sums, "ensemble": sums_of(ensemble, batch)}
+            sums = {"members": member_sums, "ensemble": jax.tree.map(lambda x: x[0], member_sums)}
+        else:
+            ensemble = heads.combine_outputs(outputs, rating_range, num_classes)
+            sums = {"members": member_sums, "ensemble": sums_of(ensemble, batch)}
+        return add_sums(total, sums, "eval step")
 
-    return jax.jit(eval_step)
+    shardings = None if mesh is None else eval_sum_shardings(head_config.kind, mesh)
+    return jax.jit(named(eval_step, "eval_step"), out_shardings=shardings)
+
+
+def eval_sum_shardings(head_kind: str, mesh: Mesh) -> dict:
+    names = heads.metric_sum_names(head_kind) + ("confusion",)
+    return {"members": {name: member_sharding(mesh) for name in names},
+            "ensemble": {name: NamedSharding(mesh, P()) for name in names}}
+
+
+def zero_eval_sums(head_kind: str, num_classes: int, num_members: int, mesh: Mesh | None = None) -> dict:
+    """The eval step's sums before the first batch: zeros for each metric of the members [K] and
+    the ensemble, the confusion matrices [K, C, C] and [C, C]; on `mesh` when given (as the eval
+    step of that mesh returns them), else on the default device."""
+    def zeros(members):
+        shape = (num_members,) if members else ()
+        tree = {name: np.zeros(shape, np.float32) for name in heads.metric_sum_names(head_kind)}
+        tree["confusion"] = np.zeros(shape + (num_classes, num_classes), np.float32)
+        return tree
+
+    tree = {"members": zeros(True), "ensemble": zeros(False)}
+    if mesh is None:
+        return jax.device_put(tree, jax.devices()[0])
+    return jax.tree.map(lambda x, sharding: global_array(x, sharding), tree, eval_sum_shardings(head_kind, mesh))
 
 
 def finalize(sums: dict) -> dict:
@@ -236,6 +290,17 @@ def select_members(improved, new, old):
         return jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
 
     return jax.tree.map(pick, new, old)
+
+
+def keep_best(improved: np.ndarray, current, best, select: Callable):
+    """The members' bests after a validation: each member's `current` parameters where it improved,
+    else its `best` (None: none yet). When every member improved, copies of `current` (the train step
+    donates those buffers), made without a program; `select` (`select_members`, jitted) only when
+    some did and some did not."""
+    improved = np.asarray(improved, bool)
+    if improved.all():
+        return jax.tree.map(lambda x: jax.device_put(x, x.sharding, may_alias=False), current)
+    return select(improved, current, current if best is None else best)
 
 
 def stack(trees: list):

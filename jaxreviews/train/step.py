@@ -47,6 +47,11 @@ def init_state(model, tx: optax.GradientTransformation, batch, key: jax.Array, *
 NORMS = ("grad_norm", "param_norm", "update_norm")
 
 
+def train_metric_names(head_kind: str, *, norms: bool = True) -> tuple[str, ...]:
+    """The keys of a train step's metrics (`make_train_step`)."""
+    return heads.metric_sum_names(head_kind) + ("total_loss",) + (NORMS if norms else ())
+
+
 def global_norms(grads, params, updates) -> dict[str, jax.Array]:
     return {"grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
             "update_norm": optax.tree.norm(updates)}
