@@ -125,6 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="memory per device of the compiled step (parameters, optimiser state, temporaries, peak)")
     p.add_argument("--devices", type=int, default=0,
                    help="devices of the mesh (CPU: that many fake devices); 0 = every device there is")
+    p.add_argument("--sparse_tables", action="store_true",
+                   help="tables updated in the rows a step looks up (optimizer.sparse_tables), against dense Adam")
     p.add_argument("--mesh_model", type=int, default=1, help="devices on the mesh's model axis (splits the tables)")
     p.add_argument("--data", default="", help="train over this file's real reviews (see the module docstring)")
     p.add_argument("--format", default="", help="--data's format: tang | amazon ('' = detect)")
@@ -252,9 +254,11 @@ def random_batch(name: str, layout: str, args):
     return batch
 
 
-def reference_step(model, config):
+def reference_step(model, config, sparse_tables: bool = False):
     """(init(batch, key), train_step(state, batch, key)) of the reference step: Adam 1e-3 on the
-    model's loss, the step count folded into the dropout key; the state a plain dict."""
+    model's loss, the step count folded into the dropout key; the state a plain dict.
+    `sparse_tables`: the library's step with the tables updated in the rows looked up
+    (`optimizer.sparse_tables`, lazy Adam 1e-3), its state a TrainState."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -262,6 +266,19 @@ def reference_step(model, config):
     from jaxreviews.models import heads
 
     tx = optax.adam(1e-3)
+    if sparse_tables:
+        from jaxreviews.train import optimizers, step as step_lib
+
+        tx = optax.multi_transform({"dense": tx, "table": optimizers.table_moments()}, optimizers.table_labels)
+        sparse = optimizers.SparseTables(schedule=lambda count: 1e-3, b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0,
+                                         weight_decay=0.0, weight_decay_on="", embedding_weight_decay=0.0)
+        library_step = step_lib.make_train_step(model, tx, config.head, norms=False, sparse=sparse)
+
+        def sparse_step(state, batch, key):
+            state, metrics = library_step(state, batch, key)
+            return state, metrics["loss"]
+
+        return (lambda batch, key: step_lib.init_state(model, tx, batch, key)), sparse_step
 
     def init(batch, key):
         params = model.init({"params": key}, batch, train=False)["params"]
@@ -312,7 +329,7 @@ def build_program(args, batch_size: int | None = None):
                                num_products=split.padded_rows(args.products, "ids"),
                                num_classes=args.classes, rating_range=(lo, hi))
     key = jax.random.key(0)
-    init, train_step = reference_step(model, config)
+    init, train_step = reference_step(model, config, args.sparse_tables)
     jax.set_mesh(mesh)  # the steps are traced with the mesh in effect, as in training (layers.batch_shards)
     params = sharding.param_shardings(sharding.param_logical_axes(model, batch), mesh, split)
     shardings = sharding.state_shardings(jax.eval_shape(init, batch, key), params, mesh)
@@ -347,7 +364,7 @@ def bench_jax(args) -> dict:
     jax.monitoring.register_event_duration_secs_listener(on_event)
 
     config, step, state, batch, key, mesh = build_program(args)
-    parameters = models.count_parameters(state["params"])["total"]
+    parameters = models.count_parameters(state["params"] if isinstance(state, dict) else state.params)["total"]
     compiles.clear()
     started = time.perf_counter()
     traced = step.trace(state, batch, key)  # compiled ahead of time: the calls below reuse it
@@ -454,7 +471,7 @@ def bench_members(args) -> list[dict]:
     batch = jax.device_put(random_batch(args.model, models.input_layout(config.name), args))
     model = models.build_model(config, vocab_size=args.vocab, num_users=args.users, num_products=args.products,
                                num_classes=args.classes, rating_range=(1.0, float(args.classes)))
-    init, train_step = reference_step(model, config)
+    init, train_step = reference_step(model, config, args.sparse_tables)
 
     def program(count: int):
         keys = jax.random.split(jax.random.key(0), count)

@@ -108,6 +108,23 @@ def logically_partitioned(init: nn.initializers.Initializer, names: tuple[str, .
     return initializer
 
 
+LOOKUPS = "lookups"  # collection of the ids each table looked up (a row-sparse train step asks for it)
+ROW_GRADS = "row_grads"  # collection of zeros added to the looked-up rows: their gradient is the rows'
+
+
+def look_up(module: nn.Module, table: Array, ids: Array) -> Array:
+    """table[ids], out-of-range ids clamped. When the caller makes LOOKUPS mutable (the train step of
+    `optimizer.sparse_tables`), the ids are sown there and the rows perturbed by ROW_GRADS, so that
+    the step gets the gradient of the looked-up rows without the table's [rows, dim] gradient."""
+    # mode="clip": out-of-range ids are clamped on the int ids, instead of the default "fill",
+    # which masks the whole [tokens, E] output with one more pass over it.
+    rows = jnp.take(table, ids, axis=0, mode="clip")
+    if module.is_mutable_collection(LOOKUPS) and not module.is_initializing():
+        module.sow(LOOKUPS, "ids", jnp.clip(ids, 0, table.shape[0] - 1))
+        rows = module.perturb("rows", rows, collection=ROW_GRADS)
+    return rows
+
+
 class WordEmbedding(nn.Module):
     """Token embedding table at params path `<name>/embedding`, optionally frozen.
 
@@ -129,9 +146,7 @@ class WordEmbedding(nn.Module):
                                (self.num_embeddings, self.features), jnp.float32)
         if self.freeze:
             embedding = jax.lax.stop_gradient(embedding)
-        # mode="clip": out-of-range ids are clamped on the int ids, instead of the default "fill",
-        # which masks the whole [tokens, E] output with one more pass over it.
-        return jnp.take(embedding, ids, axis=0, mode="clip").astype(self.dtype)
+        return look_up(self, embedding, ids).astype(self.dtype)
 
 
 class IdEmbedding(nn.Module):
@@ -150,7 +165,7 @@ class IdEmbedding(nn.Module):
         embedding = self.param("embedding", logically_partitioned(nn.initializers.normal(self.stddev), ID_AXES),
                                (self.num_embeddings, self.features), jnp.float32)
         ids = replace_with_unknown(self, ids, self.unknown_rate, train)
-        return jnp.take(embedding, ids, axis=0, mode="clip").astype(self.dtype)
+        return look_up(self, embedding, ids).astype(self.dtype)
 
 
 def replace_with_unknown(module: nn.Module, ids: Array, rate: float, train: bool) -> Array:

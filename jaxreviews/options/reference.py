@@ -277,6 +277,9 @@ OPTIMIZER = {
     "l1": Option(0.0, "L1 penalty added to the loss", check=NON_NEGATIVE),
     "clip_norm": Option(0.0, "global-norm gradient clipping; 0 = off", check=NON_NEGATIVE),
     "accumulation_steps": Option(1, "micro-batches per update (gradient accumulation)", check=COUNT),
+    "sparse_tables": Option(False, "update the embedding tables (words, users, products) only in the rows a step "
+                            "looks up (lazy Adam: a row's moments and decay advance when it is looked up): a step "
+                            "costs O(rows looked up), not O(table); adam / adamw"),
     "freeze": Option("", "regex over parameter paths kept fixed, e.g. word_embedding"),
     "unfreeze_epoch": Option(-1, "epoch at which the frozen group starts training; -1 = never", check=at_least(-1)),
     "schedule": {

@@ -101,9 +101,32 @@ def problems(config) -> list[str]:
     return _combinations(given, model)
 
 
+def _sparse_tables_problems(c: dict) -> list[str]:
+    """What optimizer.sparse_tables (rows updated where looked up) cannot be combined with."""
+    why = "optimizer.sparse_tables=True: "
+    out = []
+    if c["optimizer.name"] not in ("adam", "adamw"):
+        out.append(why + f"optimizer.name={c['optimizer.name']!r} is not adam or adamw")
+    if c["optimizer.accumulation_steps"] > 1:
+        out.append(why + "optimizer.accumulation_steps > 1 would sum rows over micro-steps: use a larger batch")
+    if c["optimizer.l1"] or c["optimizer.l2"]:
+        out.append(why + "optimizer.l1 / l2 penalise every row of a table in every step: use optimizer.weight_decay "
+                   "(decays the rows a step updates)")
+    if c["optimizer.embedding_weight_decay"] and c["optimizer.embedding_decay_to"] != "zero":
+        out.append(why + "optimizer.embedding_decay_to='start' is not supported; decay towards zero")
+    if c["optimizer.freeze"]:
+        out.append(why + "optimizer.freeze is not supported")
+    for name in ("learning_rate", "weight_decay"):
+        if c[f"population.{name}"] or c[f"population.{name}_range"]:
+            out.append(why + f"a population of {name} is not supported")
+    return out
+
+
 def _combinations(c: dict, model: str) -> list[str]:
     """Rules that involve several options (the single options are valid here)."""
     out = []
+    if c["optimizer.sparse_tables"]:
+        out.extend(_sparse_tables_problems(c))
     members = c["num_seeds"]
     if c["member_seeds"] and len(c["member_seeds"]) != members:
         out.append(f"member_seeds lists {len(c['member_seeds'])} seeds for num_seeds={members} members")

@@ -247,7 +247,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
     key = program_key(config, model_info, train_batches.steps_per_epoch, len(seeds), execution, own_batches)
     programs = cache.get(key) if cache is not None else None
     if programs is None:
-        programs = make_programs(model, tx, config, splits, mesh=mesh, state_sharding=state_sharding,
+        programs = make_programs(model, tx, config, splits, mesh=mesh, state_sharding=state_sharding, schedule=schedule,
                                  execution=execution, own_batches=own_batches, num_members=len(seeds),
                                  steps_per_transfer=per_transfer)
         if cache is not None:
@@ -276,10 +276,10 @@ def _seed_range(seeds: list[int]) -> str:
 
 
 def make_programs(model, tx, config, splits, *, mesh: Mesh, state_sharding, execution: str, own_batches: bool,
-                  num_members: int, steps_per_transfer: int = 1) -> Programs:
+                  num_members: int, steps_per_transfer: int = 1, schedule=None) -> Programs:
     """The jitted init, train, eval and best-selection programs."""
     steps = dict(state_sharding=state_sharding, own_batches=own_batches, execution=execution,
-                 indexed=steps_per_transfer > 1)
+                 indexed=steps_per_transfer > 1, schedule=schedule)
     params_sharding = state_sharding.params, state_sharding.model_state
     # A snapshot ensemble is evaluated as its snapshots x members: a batched program whatever K.
     evaluated = num_members * max(1, int(config.train.snapshots))

@@ -28,7 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxreviews.models import heads
-from jaxreviews.train import step as step_lib
+from jaxreviews.train import optimizers, step as step_lib
 
 EXECUTIONS = ("auto", "vmap", "map")
 
@@ -178,14 +178,15 @@ def init_program(model, tx, mesh: Mesh, state_sharding, num_members: int) -> Cal
 
 
 def make_train_step(model, tx, config: ml_collections.ConfigDict, *, state_sharding, own_batches: bool,
-                    execution: str, indexed: bool = False) -> Callable:
+                    execution: str, indexed: bool = False, schedule=None) -> Callable:
     """step(states [K], batch, keys [K], window) -> (states, window + this step's metrics [K], with
     the global norms), jitted with the states donated and kept where `state_sharding` puts them.
     The window (`zero_window`) sums the metrics of the steps between two records on the device, in
     this program: nothing is read back, and no second program adds them. `own_batches`: the batch
-    has a member axis. `indexed`: step(states, batches, index, keys, window) trains on
+    has a member axis. `schedule`: the learning rate the rows of `optimizer.sparse_tables` take. `indexed`: step(states, batches, index, keys, window) trains on
     `batches[index]`, one of several batches moved to the device at once (`train.steps_per_transfer`)."""
-    single = step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1, l2=config.optimizer.l2)
+    single = step_lib.make_train_step(model, tx, config.model.head, l1=config.optimizer.l1, l2=config.optimizer.l2,
+                                      sparse=optimizers.SparseTables.of(config.optimizer, schedule))
     step = over_members(single, execution, (0, 0 if own_batches else None, 0))
     step = step_lib.on_stacked(step) if indexed else step
 

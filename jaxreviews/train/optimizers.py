@@ -7,6 +7,7 @@ epoch, so their Adam moments start fresh then instead of decaying towards zero m
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, NamedTuple
 
@@ -172,6 +173,13 @@ def make_optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int, t
         return _transform(config, scaled, weight_decay, decay_always="weight_decay" in injected,
                           steps_per_epoch=steps_per_epoch)
 
+    if config.get("sparse_tables", False):  # the tables' rows: `SparseTables`, in the train step
+        clip = config.clip_norm
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.clip_norm = 0.0  # one global norm over the dense gradients and the tables' rows: the step's
+        dense = _transform(config, schedule, config.weight_decay, decay_always=False, steps_per_epoch=steps_per_epoch)
+        tx = optax.multi_transform({"dense": dense, "table": table_moments()}, table_labels)
+        return tx, schedule
     if injected:  # the others stay Python numbers (static)
         static = tuple(name for name in INJECTABLE if name not in injected)
         tx = optax.inject_hyperparams(build, static_args=static)(
@@ -283,3 +291,108 @@ def learning_rate_at(schedule: optax.Schedule, micro_step: int, accumulation_ste
     """The learning rate an update applies at `micro_step`: the schedule counts optimiser steps,
     one per `accumulation_steps` micro-steps."""
     return float(schedule(micro_step // max(1, accumulation_steps)))
+
+
+# -- embedding tables updated in the rows a step looks up ---------------------------------------------
+
+def is_table(path: str) -> bool:
+    """An embedding table's parameter (`models.layers.WordEmbedding` / `IdEmbedding`): '.../embedding'."""
+    return path.split("/")[-1] == "embedding"
+
+
+def table_labels(params):
+    return jax.tree_util.tree_map_with_path(lambda path, _: "table" if is_table(path_name(path)) else "dense", params)
+
+
+class TableMoments(NamedTuple):
+    """Adam's moments of the embedding tables, by parameter path (`SparseTables`)."""
+
+    mu: dict
+    nu: dict
+
+
+def table_moments() -> optax.GradientTransformation:
+    """Holds the tables' moments in the optimiser state; the train step updates them, and the
+    tables, in the rows it looked up (`SparseTables.update`). Its own updates are zeros."""
+
+    def init(params):
+        tables = {path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+        zeros = {name: jnp.zeros(leaf.shape, jnp.float32) for name, leaf in tables.items()}
+        return TableMoments(mu=zeros, nu=dict(zeros))
+
+    def update(updates, state, params=None):
+        return jax.tree.map(jnp.zeros_like, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def find_table_moments(opt_state) -> TableMoments:
+    found = [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, TableMoments))
+             if isinstance(x, TableMoments)]
+    if len(found) != 1:
+        raise ValueError("optimizer.sparse_tables: the optimiser state holds no table moments (was the optimiser "
+                         "made by make_optimizer with sparse_tables?)")
+    return found[0]
+
+
+def replace_table_moments(opt_state, moments: TableMoments):
+    return jax.tree.map(lambda x: moments if isinstance(x, TableMoments) else x, opt_state,
+                        is_leaf=lambda x: isinstance(x, TableMoments))
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseTables:
+    """Lazy Adam(W) on the embedding tables (`optimizer.sparse_tables`): a step updates a table, and
+    its moments, only in the rows it looked up, with the gradient of those rows (their lookups'
+    gradients summed per row). A step then costs O(rows looked up), where dense Adam reads and
+    writes every row of every table, about ten passes over tables that grow with the vocabulary,
+    the users and the products. A looked-up row gets exactly dense Adam's update; a row not looked
+    up keeps its value and its moments (dense Adam would still move it by its decaying moment, and
+    decay it). The same global norm clips the dense gradients and the rows' (`clip_norm`), and
+    decoupled decay applies to the looked-up rows (`weight_decay`, `weight_decay_on`, and
+    `embedding_weight_decay` towards zero on the word table)."""
+
+    schedule: Any
+    b1: float
+    b2: float
+    eps: float
+    clip_norm: float
+    weight_decay: float
+    weight_decay_on: str
+    embedding_weight_decay: float
+
+    @classmethod
+    def of(cls, config: ml_collections.ConfigDict, schedule) -> SparseTables | None:
+        if not config.get("sparse_tables", False):
+            return None
+        return cls(schedule=schedule, b1=config.b1, b2=config.b2, eps=config.eps, clip_norm=config.clip_norm,
+                   weight_decay=config.weight_decay, weight_decay_on=config.weight_decay_on,
+                   embedding_weight_decay=config.embedding_weight_decay)
+
+    def decay(self, table: str) -> float:
+        """The decoupled decay of `table`'s rows, as the dense chain would add it."""
+        rate = self.weight_decay if not self.weight_decay_on or re.search(self.weight_decay_on, table) else 0.0
+        return rate + (self.embedding_weight_decay if re.search(EMBEDDING_TABLE, table) else 0.0)
+
+    def update(self, tables: dict, moments: TableMoments, rows: dict, gradients: dict, step, scale):
+        """(tables, moments, squared norm of the updates) after one step: for each table, `rows`
+        [R] (distinct row ids, padded with the table's row count, which no row has) and their
+        `gradients` [R, dim], scaled by `scale` (clipping); `step` is the optimiser steps taken."""
+        count = (step + 1).astype(jnp.float32)
+        learning_rate = self.schedule(step)
+        new_tables, mu, nu, squared = dict(tables), dict(moments.mu), dict(moments.nu), jnp.zeros([], jnp.float32)
+        for name, ids in rows.items():
+            table = tables[name]
+            gradient = gradients[name].astype(jnp.float32) * scale
+            m = self.b1 * moments.mu[name].at[ids].get(mode="fill", fill_value=0) + (1 - self.b1) * gradient
+            v = self.b2 * moments.nu[name].at[ids].get(mode="fill", fill_value=0) + (1 - self.b2) * gradient ** 2
+            u = (m / (1 - self.b1 ** count)) / (jnp.sqrt(v / (1 - self.b2 ** count)) + self.eps)
+            decay = self.decay(name)
+            if decay:
+                u = u + decay * table.at[ids].get(mode="fill", fill_value=0).astype(jnp.float32)
+            u = -learning_rate * u
+            squared = squared + jnp.sum(u * u)
+            new_tables[name] = table.at[ids].add(u.astype(table.dtype), mode="drop")
+            mu[name] = moments.mu[name].at[ids].set(m, mode="drop")
+            nu[name] = moments.nu[name].at[ids].set(v, mode="drop")
+        return new_tables, TableMoments(mu=mu, nu=nu), squared

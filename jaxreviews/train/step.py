@@ -14,7 +14,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxreviews.models import heads
+from jaxreviews.models import heads, layers
+from jaxreviews.train import optimizers
 from jaxreviews.train.optimizers import penalty
 
 
@@ -58,7 +59,8 @@ def global_norms(grads, params, updates) -> dict[str, jax.Array]:
 
 
 def make_train_step(model, tx: optax.GradientTransformation, head_config: ml_collections.ConfigDict,
-                    *, l1: float = 0.0, l2: float = 0.0, norms: bool = True) -> Callable:
+                    *, l1: float = 0.0, l2: float = 0.0, norms: bool = True,
+                    sparse: optimizers.SparseTables | None = None) -> Callable:
     """step(state, batch, key) -> (state, metrics); `key` is the run's key, the step is folded in.
 
     `norms`: the metrics include the global norms of the gradients, parameters and updates
@@ -67,6 +69,9 @@ def make_train_step(model, tx: optax.GradientTransformation, head_config: ml_col
     Instruments file (cnn, han_upa, 2026-12-04), less than a second program's compilation, so
     the loop computes them on every step.
     """
+
+    if sparse is not None:
+        return _row_sparse_train_step(model, tx, head_config, sparse, norms=norms)
 
     def train_step(state: TrainState, batch, key):
         dropout_key = jax.random.fold_in(key, state.step)
@@ -95,6 +100,99 @@ def make_train_step(model, tx: optax.GradientTransformation, head_config: ml_col
         return new_state, metrics
 
     return train_step
+
+
+def _row_sparse_train_step(model, tx, head_config, sparse: optimizers.SparseTables, *, norms: bool) -> Callable:
+    """`make_train_step` with the embedding tables updated in the rows the step looked up
+    (`optimizers.SparseTables`; tx from `make_optimizer` with `sparse_tables`). The model sows the
+    ids each table looked up and adds zeros to the looked-up rows (`layers.look_up`); the gradient
+    of those zeros is each lookup's gradient, summed per distinct row here. The tables' dense
+    gradients are never used, so XLA does not compute them."""
+
+    def train_step(state: TrainState, batch, key):
+        dropout_key = jax.random.fold_in(key, state.step)
+        mutable = list(state.model_state)
+        variables = {"params": state.params, **state.model_state}
+
+        def apply(variables, collections):
+            return model.apply(variables, batch, train=True, rngs={"dropout": dropout_key},
+                               mutable=[*mutable, *collections])
+
+        _, shapes = jax.eval_shape(lambda v: apply(v, (layers.LOOKUPS, layers.ROW_GRADS)), variables)
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes[layers.ROW_GRADS])
+
+        def loss_fn(params, perturbations):
+            outputs, collections = apply({"params": params, **state.model_state, layers.ROW_GRADS: perturbations},
+                                         (layers.LOOKUPS,))
+            lookups = collections.pop(layers.LOOKUPS)
+            model_state = {name: collections[name] for name in mutable}
+            data_loss = heads.loss(outputs, batch, head_config)
+            return data_loss, (outputs, model_state, lookups)
+
+        (data_loss, (outputs, model_state, lookups)), (grads, row_grads) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1), has_aux=True)(state.params, zeros)
+        rows, row_gradients = _distinct_rows(lookups, row_grads, state.params)
+        tables = {name for name in rows}
+        flat = {optimizers.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]}
+        missing = sorted(name for name in flat if optimizers.is_table(name) and name not in tables)
+        if missing:
+            raise ValueError(f"optimizer.sparse_tables: the model looked up no rows of {missing} in its train step")
+        dense_squared = sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for name, g in flat.items()
+                            if name not in tables)
+        rows_squared = sum(jnp.sum(jnp.square(g)) for g in row_gradients.values())
+        grad_norm = jnp.sqrt(dense_squared + rows_squared)
+        scale = jnp.ones([], jnp.float32)
+        if sparse.clip_norm:  # as optax.clip_by_global_norm, over the dense gradients and the rows'
+            scale = jnp.where(grad_norm < sparse.clip_norm, 1.0, sparse.clip_norm / grad_norm)
+            grads = jax.tree.map(lambda g: (g * scale).astype(g.dtype), grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+
+        def dense_update(path, param, update):
+            return param if optimizers.is_table(optimizers.path_name(path)) else optax.apply_updates(param, update)
+
+        params = jax.tree_util.tree_map_with_path(dense_update, state.params, updates)
+        flat_params = {optimizers.path_name(path): leaf
+                       for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+        new_tables, moments, rows_update_squared = sparse.update(
+            {name: flat_params[name] for name in tables}, optimizers.find_table_moments(opt_state), rows,
+            row_gradients, state.step, scale)
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, leaf: new_tables.get(optimizers.path_name(path), leaf), params)
+        opt_state = optimizers.replace_table_moments(opt_state, moments)
+        metrics = {**heads.metric_sums(outputs, batch, head_config), "loss": data_loss, "total_loss": data_loss}
+        if norms:
+            dense_updates = [u for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]
+                             if not optimizers.is_table(optimizers.path_name(path))]
+            metrics.update(grad_norm=grad_norm, param_norm=optax.tree.norm(params),
+                           update_norm=jnp.sqrt(optax.tree.norm(dense_updates, squared=True) + rows_update_squared))
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def _distinct_rows(lookups: dict, row_grads: dict, params) -> tuple[dict, dict]:
+    """For each table looked up: its distinct row ids [R] (R = its lookups; the unused end padded
+    with the table's row count, out of range) and each row's gradient [R, dim], the sum of its
+    lookups' gradients. Keyed by the table's parameter path ('user_embedding/embedding')."""
+    ids_of, grads_of = {}, {}
+    for path, ids in jax.tree_util.tree_flatten_with_path(lookups)[0]:  # <module>/ids/<i>
+        module = optimizers.path_name(path[:-2])
+        ids_of.setdefault(module, []).append(ids.reshape(-1))
+    for path, grad in jax.tree_util.tree_flatten_with_path(row_grads)[0]:  # <module>/rows
+        module = optimizers.path_name(path[:-1])
+        grads_of.setdefault(module, []).append(grad.reshape(-1, grad.shape[-1]).astype(jnp.float32))
+    flat = {optimizers.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    rows, gradients = {}, {}
+    for module, parts in ids_of.items():
+        name = f"{module}/embedding"
+        ids, grad = jnp.concatenate(parts), jnp.concatenate(grads_of[module])
+        table_rows = flat[name].shape[0]
+        distinct = jnp.unique(ids, size=ids.shape[0], fill_value=table_rows)
+        slot = jnp.searchsorted(distinct, ids)
+        rows[name] = distinct
+        gradients[name] = jax.ops.segment_sum(grad, slot, num_segments=ids.shape[0])
+    return rows, gradients
 
 
 def on_stacked(step: Callable) -> Callable:
