@@ -41,8 +41,9 @@ def _user_errors() -> tuple[type, ...]:
     errors: list[type] = [UserError, app.UsageError, ConfigError, ValueError, OSError, ImportError]
     try:
         from jaxreviews.train import NonFiniteLossError, WorkdirError
+        from jaxreviews.train.checkpoints import CheckpointError
 
-        errors += [WorkdirError, NonFiniteLossError]
+        errors += [WorkdirError, NonFiniteLossError, CheckpointError]
     except ImportError:
         pass
     return tuple(errors)

@@ -12,7 +12,8 @@
 - SIGTERM sets the returned event instead of killing the process (preemption: the loop saves the
   step it is at and returns; the same command resumes);
 - the library's log records go to stdout as plain lines, other libraries' (orbax, absl, Optuna) at
-  WARNING and above.
+  WARNING and above; orbax's tracebacks of a failed background save are left out (the run raises
+  that failure as one line; JAXREVIEWS_DEBUG=1 or --verbose keeps them).
 Calling it again updates the settings.
 """
 from __future__ import annotations
@@ -70,6 +71,15 @@ class _PlainFormatter(logging.Formatter):
         return message
 
 
+def _no_orbax_traceback(record: logging.LogRecord) -> bool:
+    """False for an orbax record that carries a traceback (a background save that failed)."""
+    return record.exc_info is None or f"{os.sep}orbax{os.sep}" not in (record.pathname or "")
+
+
+def _debug() -> bool:
+    return os.environ.get("JAXREVIEWS_DEBUG", "") not in ("", "0") or "--verbose" in sys.argv
+
+
 def configure_logging(level: int = logging.INFO, stream=None) -> None:
     """jaxreviews' records as plain lines on `stream` (stdout); other libraries' from WARNING."""
     logger = logging.getLogger("jaxreviews")
@@ -84,6 +94,10 @@ def configure_logging(level: int = logging.INFO, stream=None) -> None:
     logger.propagate = False
     for name in ("absl", "orbax", "jax", "optuna", "tensorflow_datasets"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    absl_logger = logging.getLogger("absl")  # orbax logs through absl
+    absl_logger.removeFilter(_no_orbax_traceback)
+    if not _debug():
+        absl_logger.addFilter(_no_orbax_traceback)
     try:
         from absl import logging as absl_logging
 

@@ -5,6 +5,13 @@ value so far) as JSON. Snapshot ensembles keep every cycle's end in a third mana
 The data position needs no saving: it is a function of the step. The best checkpoint is read back
 by the step the bookkeeping recorded, never "whichever is newest".
 
+With `background=True` (what a run does by default, `train.async_checkpoints`) saves run in the
+background: orbax copies the state's arrays to the host before `save` returns, so the train step may donate (and
+overwrite) those buffers at once, and writes the files while training goes on; one save per
+manager is in flight at a time (one in all in a multi-process job, whose saves synchronise the
+processes through barriers that two saves in flight would share). A write that failed is raised at the next save, restore or
+`close` as a one-line error naming the directory (a full disk as ENOSPC), never lost.
+
 A latest checkpoint that cannot be read (a truncated file, a missing manifest: a disk that filled
 up, a copy cut short) is set aside in `checkpoints/unreadable/` (never deleted) with a warning
 naming it, and the run resumes from the newest one that reads.
@@ -69,16 +76,28 @@ def has_checkpoints(workdir: str) -> bool:
     return bool(latest_steps(workdir))
 
 
+def _save_error(error: BaseException, directory: str) -> Exception:
+    """A failed save as one line: a full disk as ENOSPC naming the directory (what the command
+    line reports with the last complete checkpoint), anything else as a CheckpointError."""
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+        return OSError(errno.ENOSPC, "no space left on device while saving a checkpoint", directory)
+    if isinstance(error, CheckpointError):
+        return error
+    return CheckpointError(f"saving a checkpoint in {directory} failed ({_reason(error)})")
+
+
 class RunCheckpoints:
-    def __init__(self, workdir: str, *, keep: int = 2):
+    def __init__(self, workdir: str, *, keep: int = 2, background: bool = False):
         directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        options = dict(create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True)
+        options = dict(create=True, enable_async_checkpointing=background, cleanup_tmp_directories=True)
 
         def handlers():  # registered, so that a checkpoint's metadata can be read back
             return {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
 
         self._directory = directory
-        self._saved_bytes = 0  # what the last save took on disk (`_check_space`)
+        self.background = background
+        self._saved_bytes = 0  # what a save takes on disk (`_check_space`)
+        self._unmeasured = None  # (manager, step): the first save, measured once written
         self._latest_options = (handlers, ocp.CheckpointManagerOptions(max_to_keep=keep, **options))
         self.latest = self._latest_manager()
         self.best = ocp.CheckpointManager(
@@ -104,14 +123,41 @@ class RunCheckpoints:
         return self._snapshots
 
     def _save(self, manager, step: int, state, meta: dict) -> None:
+        if jax.process_count() > 1:  # one save in flight per job: orbax's barriers of two would collide
+            self.wait()
+        else:
+            self._finish(manager)
         if step in manager.all_steps():  # a resumed run passing the same point again
             return
         self._check_space(state)
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   meta=ocp.args.JsonSave(meta)))
-        manager.wait_until_finished()
-        if not self._saved_bytes:  # every save of a run holds the same arrays
+        try:  # in the background: returns once the arrays are on the host
+            manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)))
+        except Exception as error:
+            raise _save_error(error, str(manager.directory)) from error
+        if not self._saved_bytes and self._unmeasured is None:  # every save of a run holds the same arrays
+            self._unmeasured = (manager, step)
+        if not self.background:
+            self._finish(manager)
+
+    def _finish(self, manager) -> None:
+        """Waits for `manager`'s save in flight; its failure as a one-line error."""
+        try:
+            manager.wait_until_finished()
+        except Exception as error:
+            raise _save_error(error, str(manager.directory)) from error
+        if self._unmeasured is not None and self._unmeasured[0] is manager:
+            _, step = self._unmeasured
+            self._unmeasured = None
             self._saved_bytes = _bytes_on_disk(os.path.join(str(manager.directory), str(step)))
+
+    def wait(self) -> None:
+        """Waits for every save in flight (what a reader of the files needs first)."""
+        for manager in self._managers():
+            self._finish(manager)
+
+    def _managers(self) -> list:
+        return [self.latest, self.best] + ([self._snapshots] if self._snapshots is not None else [])
 
     def _check_space(self, state) -> None:
         """Refuses a save the disk cannot hold, before orbax writes a byte: a save that fills the
@@ -132,11 +178,11 @@ class RunCheckpoints:
     def save_best(self, step: int, state, meta: dict) -> None:
         self._save(self.best, step, state, meta)
 
-    @staticmethod
-    def _restore(manager, target, step=None):
+    def _restore(self, manager, target, step=None):
         """(state, meta) at `step` (default the newest). `target` None restores the saved tree
         onto this process's first device, whatever devices saved it (a run trained on 8 devices
         or a pod, loaded on a laptop)."""
+        self._finish(manager)
         step = manager.latest_step() if step is None else step
         if step is None:
             return None
@@ -160,6 +206,7 @@ class RunCheckpoints:
     def restore_latest(self, target, *, set_aside: bool = True):
         """(state, meta) of the newest latest checkpoint that reads, or None when the run has none
         (see the module docstring for one that does not read; `set_aside=False` only skips it)."""
+        self._finish(self.latest)
         for step in sorted(self.latest.all_steps(), reverse=True):
             try:
                 return self._restore(self.latest, target, step)
@@ -186,6 +233,7 @@ class RunCheckpoints:
 
     def restore_best(self, target, step: int):
         """(state, meta) of the best checkpoint the bookkeeping recorded at `step`."""
+        self._finish(self.best)
         if step not in self.best.all_steps():
             raise FileNotFoundError(
                 f"the best checkpoint of step {step} (recorded by the run's bookkeeping) is not in "
@@ -201,7 +249,13 @@ class RunCheckpoints:
         return {"latest": sorted(self.latest.all_steps()), "best": sorted(self.best.all_steps())}
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
-        if self._snapshots is not None:
-            self._snapshots.close()
+        """Waits for the saves in flight (raising a failed one's error after closing) and closes."""
+        errors = []
+        for manager in self._managers():
+            try:
+                self._finish(manager)
+            except Exception as error:
+                errors.append(error)
+            manager.close()
+        if errors:
+            raise errors[0]

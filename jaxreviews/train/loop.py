@@ -402,6 +402,7 @@ class Trainer:
         self.totals.train_seconds, self._started = self.training_seconds(), None
         self.checkpoint()
         if self.preempted:
+            self._saved(self.ckpt.wait)  # written before the process is told it may exit
             self.progress.newline()
             process = f"process {jax.process_index()}: " if jax.process_count() > 1 else ""
             log.warning("%sstopped: saved step %d in %s; run the same command to resume", process, self.step,
@@ -440,6 +441,7 @@ def final_results(experiment: experiment_lib.Experiment, trainer: Trainer,
     validation = experiment.evaluate(params, model_state, experiment.valid_batches)
     test = experiment.evaluate(params, model_state, experiment.test_batches)
     trainer._outside_training(time.perf_counter() - began, "eval_seconds")
+    trainer._saved(trainer.ckpt.wait)  # the last saves, written while the above evaluated
     trainer.totals.evaluated_reviews += int(validation["ensemble"]["reviews"]) + int(test["ensemble"]["reviews"])
     members_mean, members_std = members_lib.mean_and_std(test["members"])
     totals = trainer.totals
@@ -555,7 +557,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, callb
         # Orbax's manager starts a clean-up thread: made once the data is read, so that a data error
         # ends the process without it.
         ckpt = context.enter_context(contextlib.closing(checkpoints.RunCheckpoints(
-            run_dir.path, keep=config.train.keep_checkpoints)))
+            run_dir.path, keep=config.train.keep_checkpoints, background=config.train.async_checkpoints)))
         # The steps are traced with the mesh in effect: a kernel that walks its batch in chunks
         # keeps every device on its own rows (models.layers.batch_shards).
         context.enter_context(jax.set_mesh(experiment.mesh))

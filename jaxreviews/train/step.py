@@ -132,7 +132,7 @@ def _row_sparse_train_step(model, tx, head_config, sparse: optimizers.SparseTabl
         (data_loss, (outputs, model_state, lookups)), (grads, row_grads) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(state.params, zeros)
         rows, row_gradients = _distinct_rows(lookups, row_grads, state.params)
-        tables = {name for name in rows}
+        tables = set(rows)
         flat = {optimizers.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]}
         missing = sorted(name for name in flat if optimizers.is_table(name) and name not in tables)
         if missing:
