@@ -117,13 +117,26 @@ def handle_sigterm() -> threading.Event:
     return _stop
 
 
+COMMAND_BUFFERS = {"loops": "+WHILE,+CONDITIONAL", "off": ""}  # "default": no flag
+
+
 def set_xla_flags(compilation, environ=os.environ) -> None:
     """XLA flags of the `compilation` options (read when the backend starts, so before the first
-    device use): `autotune_level` >= 0 sets --xla_gpu_autotune_level unless XLA_FLAGS has one."""
+    device use): `autotune_level` >= 0 sets --xla_gpu_autotune_level, `command_buffers` other
+    than "default" --xla_gpu_enable_command_buffer; a flag XLA_FLAGS already has wins."""
+    wanted = {}
     level = int(compilation.get("autotune_level", -1))
+    if level >= 0:
+        wanted["--xla_gpu_autotune_level"] = str(level)
+    buffers = compilation.get("command_buffers", "default")
+    if buffers in COMMAND_BUFFERS:
+        wanted["--xla_gpu_enable_command_buffer"] = COMMAND_BUFFERS[buffers]
     flags = environ.get("XLA_FLAGS", "")
-    if level >= 0 and "--xla_gpu_autotune_level" not in flags:
-        environ["XLA_FLAGS"] = f"{flags} --xla_gpu_autotune_level={level}".strip()
+    for flag, value in wanted.items():
+        if flag not in flags:
+            flags = f"{flags} {flag}={value}".strip()
+    if flags != environ.get("XLA_FLAGS", ""):
+        environ["XLA_FLAGS"] = flags
 
 
 def configure(*, compilation=None, keep_freed_memory: bool = False, sigterm: bool = True,

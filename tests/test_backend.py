@@ -9,7 +9,7 @@ import pytest
 
 from jaxreviews import models
 from jaxreviews.models import backend, cnn
-from tests.training import run_here, tiny
+from tests.training import results, run_here, tiny, train
 
 
 def test_the_picks_per_backend():
@@ -120,3 +120,27 @@ def test_the_gpu_autotune_level_reaches_xla_flags():
     config = options.default_config("han_upa")
     config.compilation.autotune_level = 5
     assert options.problems(config) == ["compilation.autotune_level=5: must lie in [-1, 4]"]
+
+
+def test_command_buffers_reach_xla_flags_and_a_cpu_run_takes_them(tmp_path):
+    """compilation.command_buffers: "loops" adds while loops and conditionals to XLA's default
+    CUDA-graph commands, "off" records none; XLA (the CPU jaxlib too) accepts the flag."""
+    from jaxreviews import options, runtime
+
+    compilation = options.default_config("han_upa").compilation
+    environ = {}
+    runtime.set_xla_flags(compilation, environ)
+    assert environ == {}
+    compilation.command_buffers = "loops"
+    runtime.set_xla_flags(compilation, environ)
+    assert environ["XLA_FLAGS"] == "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
+    compilation.command_buffers = "off"
+    runtime.set_xla_flags(compilation, environ)  # the flag already there wins
+    assert environ["XLA_FLAGS"] == "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
+    environ = {}
+    runtime.set_xla_flags(compilation, environ)
+    assert environ["XLA_FLAGS"] == "--xla_gpu_enable_command_buffer="
+    done = train(tmp_path / "run", "--config.train.epochs=1", "--config.compilation.command_buffers=loops",
+                 "--config.compilation.cache_dir=")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "test" in results(tmp_path / "run")

@@ -398,7 +398,7 @@ def bench_jax(args) -> dict:
     result = {"model": args.model, "framework": f"jax {jax.__version__}", "threads": threads, "batch": args.batch,
               "ms_per_step": None, "docs_per_s": None, "compilations": None, "compile_s": None,
               "first_step_s": round(first_step_s, 2), "parameters": int(parameters), "dtype": args.dtype,
-              "config": "defaults" if args.defaults else "reference", "malloc": args.malloc,
+              "config": "defaults" if args.defaults else "reference", "set": list(args.set), "malloc": args.malloc,
               "devices": devices, "mesh": dict(mesh.shape), "device_kind": mesh.devices.flat[0].device_kind,
               "loss": None}
 
@@ -699,6 +699,7 @@ def bench_data_jax(args, reviews) -> dict:
             "batch": args.batch, "reviews": len(data), "padding_efficiency": padding["efficiency"],
             "seconds": round(seconds, 2), "docs_per_s": round(len(data) / seconds, 1),
             "layout": "packed" if packed else "padded", "shapes": [list(b) for b in batcher.buckets],
+            "set": list(args.set),
             "steps_per_transfer": per, "backend": jax.default_backend(),
             "compile_s": round(compile_s, 2), "programs": len(shapes),
             "compilations_while_timed": len(compiles) - compiles_before, "pipeline_s": round(pipeline_s, 2),

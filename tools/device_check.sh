@@ -56,6 +56,9 @@ stage real-han_upa 90 $PY tools/bench.py --model han_upa "${REAL[@]}"
 stage default-run 150 $PY -m experiments.train --workdir="$W/default" $RUN
 cp "$W/default/results.json" "$OUT/default-run-results.json" 2>/dev/null
 cp "$W/default/model.json" "$OUT/default-run-model.json" 2>/dev/null
+# The same shapes again on the cache the default run filled (one epoch: compile time is the figure).
+stage default-run-warm 60 $PY -m experiments.train --workdir="$W/warm" $RUN --config.train.epochs=1
+cp "$W/warm/results.json" "$OUT/warm-run-results.json" 2>/dev/null
 stage members-han_upa 100 $PY tools/bench.py --model han_upa --num_seeds $K
 stage fixed-han_upa-f32 50 $PY tools/bench.py --model han_upa --batch $B --compare "${TP[@]}"
 stage fixed-han_upa-bf16 40 $PY tools/bench.py --model han_upa --batch $B --dtype bfloat16
@@ -64,6 +67,9 @@ stage fixed-cnn-bf16 40 $PY tools/bench.py --model cnn --batch $B --dtype bfloat
 stage default-run-autotune0 120 $PY -m experiments.train --workdir="$W/autotune0" $RUN \
   --config.compilation.autotune_level=0 --config.compilation.cache_dir="$W/cache-autotune0"
 cp "$W/autotune0/results.json" "$OUT/autotune0-run-results.json" 2>/dev/null
+# encoder.unroll (nn.scan's unroll factor) on the BiLSTM's real lengths: the default 1 against 4 and 8.
+stage unroll-bilstm 90 bash -c 'for u in 1 4 8; do "$0" tools/bench.py --model bilstm --data "$1" --format amazon \
+  --pipeline_passes 1 --set encoder.unroll=$u; done' "$PY" "$MI"
 rm -rf "$W" "$OUT/.stage"
 # One summary line: the figures the issue names, from the stages' JSON.
 $PY - "$RES" "$OUT" "$(( $(date +%s) - T0 ))" <<'EOF' | tee "$OUT/summary.json"
@@ -83,12 +89,18 @@ for r in records:
         summary["members_fit"] = rec["step_time_fit"]
     elif stage == "members-han_upa" and "model_docs_per_s" in rec:
         summary.setdefault("members_model_docs_per_s", {})[rec["num_seeds"]] = rec["model_docs_per_s"]
+    elif stage == "unroll-bilstm" and "docs_per_s" in rec:
+        unroll = dict(item.split("=", 1) for item in rec.get("set", [])).get("encoder.unroll", "1")
+        summary.setdefault("unroll_bilstm_docs_per_s", {})[unroll] = rec["docs_per_s"]
     elif stage.startswith("fixed-") and "docs_per_s" in rec:
         summary.setdefault(stage, {}).update({k: rec[k] for k in ("docs_per_s", "mfu", "ratio") if k in rec})
 def run_figures(run):
     return {"compile_s": run["compile"]["seconds"], "programs": run["compile"]["programs"],
             "eval_s": run["eval_seconds"], "train_s": run["train_seconds"], "docs_per_s": run["docs_per_s"],
             "test_accuracy": run["test"]["accuracy"]}
+path = os.path.join(out, "warm-run-results.json")
+if os.path.exists(path):
+    summary["default_run_warm_compile_s"] = json.load(open(path))["compile"]["seconds"]
 path = os.path.join(out, "autotune0-run-results.json")
 if os.path.exists(path):
     summary["default_run_autotune0"] = run_figures(json.load(open(path)))

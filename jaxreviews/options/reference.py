@@ -371,6 +371,10 @@ COMPILATION = {
     "autotune_level": _no_effect(-1, "GPU: how hard XLA autotunes each kernel (--xla_gpu_autotune_level 0-4; "
                                  "lower compiles faster, may step slower); -1 = XLA's default. Set by the "
                                  "commands before the first device use", check=between(-1, 4)),
+    "command_buffers": _no_effect("default", "GPU: what XLA records into CUDA graphs (--xla_gpu_enable_command_buffer): "
+                                  "default = XLA's choice, loops = that plus while loops and conditionals (a "
+                                  "scan's steps without a launch each from the host), off = none. Set by the "
+                                  "commands before the first device use", choices=("default", "loops", "off")),
 }
 
 MESH = {
