@@ -98,7 +98,7 @@ def test_a_run_keeps_the_layout_it_started_with(tmp_path, monkeypatch):
         info = json.load(f)
     assert info["batch_layout"] == "padded" and info["batch_shapes"] == started["batch_shapes"]
     assert info["auto"] == {"backend": "cpu", "data.layout": "padded", "model.encoder.input_projection": "chunked",
-                            "train.steps_per_transfer": 1}
+                            "train.steps_per_transfer": 1, "train.async_checkpoints": "blocking"}
     assert resumed.test["reviews"] > 0
 
 

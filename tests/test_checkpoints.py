@@ -1,4 +1,4 @@
-"""Checkpoints saved in the background (`train.async_checkpoints`, the default): safe with the train
+"""Checkpoints saved in the background (`train.async_checkpoints`, auto on accelerators): safe with the train
 step's donated buffers, the same files and results as saves that block, and a write that fails is
 reported as one line at the next save or at the end, never lost."""
 import errno
@@ -38,7 +38,7 @@ def test_background_saves_give_the_run_that_blocking_saves_give(tmp_path):
     for background in (False, True):
         workdir = tmp_path / f"background-{background}"
         config = tiny("han_upa", **{"train.epochs": 2, "train.checkpoint_every_steps": 3,
-                                    "train.async_checkpoints": background})
+                                    "train.async_checkpoints": "background" if background else "blocking"})
         runs[background] = (run_here(workdir, config), workdir)
     (blocking, blocking_dir), (background, background_dir) = runs[False], runs[True]
     assert background.param_checksum == blocking.param_checksum

@@ -18,6 +18,7 @@ import pytest
 from jaxreviews.train import distributed
 from tests.training import CACHE, REPO, TINY, latest_steps, results, train, wait_for_checkpoint
 
+BACKGROUND = "--config.train.async_checkpoints=background"  # blocking on CPU unless asked
 EPOCHS = "--config.train.epochs=1"  # 30 steps of the tiny config, checkpoints every 10: room to stop in the middle
 
 
@@ -83,9 +84,10 @@ def test_auto_joins_a_job_only_when_the_environment_names_one():
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    """An uninterrupted two-process run: its workdir and each process's output."""
+    """An uninterrupted two-process run: its workdir and each process's output. Its checkpoints
+    are written in the background (an accelerator's default), its one-process twin's blocking."""
     workdir = tmp_path_factory.mktemp("two-processes")
-    outputs = train_processes(workdir, EPOCHS)
+    outputs = train_processes(workdir, EPOCHS, BACKGROUND)
     return workdir, outputs
 
 
@@ -126,7 +128,8 @@ def test_both_processes_killed_then_restarted_end_as_the_uninterrupted_run(two_p
 
 def test_sigterm_to_one_process_stops_both_at_the_same_saved_step(two_processes, tmp_path):
     # Checks every 2 steps (default 10): the run is short, and steps between checks are tested so.
-    processes = train_processes(tmp_path, EPOCHS, "--config.train.preemption_check_every_steps=2", wait=False)
+    processes = train_processes(tmp_path, EPOCHS, "--config.train.preemption_check_every_steps=2", BACKGROUND,
+                                wait=False)
     wait_for_checkpoint(tmp_path, processes, minimum_step=10)
     processes[1].send_signal(signal.SIGTERM)  # not the coordinator's process: the others learn of it
     outputs = [p.communicate(timeout=900)[0] for p in processes]

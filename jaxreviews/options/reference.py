@@ -311,9 +311,11 @@ TRAIN = {
     "checkpoint_every_steps": _no_effect(200, "save the latest checkpoint every N steps (and at each validation)",
                                          check=NON_NEGATIVE),
     "keep_checkpoints": _no_effect(2, "latest checkpoints kept", check=COUNT),
-    "async_checkpoints": _no_effect(True, "save checkpoints in the background: the arrays are copied to the host "
-                                    "before training goes on (safe with the step's donated buffers), the files "
-                                    "written while it trains; a failed write is reported at the next save"),
+    "async_checkpoints": _no_effect("auto", "background: orbax copies the state to the host and writes the files "
+                                    "while the run trains (safe with the step's donated buffers; a failed write "
+                                    "is reported at the next save); blocking: each save finishes before training "
+                                    "goes on; auto = background on accelerators, blocking on CPU (where the "
+                                    "writes take the training's cores)", choices=("auto", "background", "blocking")),
     "log_every_steps": _no_effect(50, "write the training record (with gradient norms) every N steps",
                                   check=NON_NEGATIVE),
     "prefetch": _no_effect(2, "batches prepared ahead on a background thread", check=NON_NEGATIVE),

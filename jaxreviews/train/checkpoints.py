@@ -5,8 +5,8 @@ value so far) as JSON. Snapshot ensembles keep every cycle's end in a third mana
 The data position needs no saving: it is a function of the step. The best checkpoint is read back
 by the step the bookkeeping recorded, never "whichever is newest".
 
-With `background=True` (what a run does by default, `train.async_checkpoints`) saves run in the
-background: orbax copies the state's arrays to the host before `save` returns, so the train step may donate (and
+With `background=True` (`train.async_checkpoints`: a run's default on accelerators) saves run in
+the background: orbax copies the state's arrays to the host before `save` returns, so the train step may donate (and
 overwrite) those buffers at once, and writes the files while training goes on; one save per
 manager is in flight at a time (one in all in a multi-process job, whose saves synchronise the
 processes through barriers that two saves in flight would share). A write that failed is raised at the next save, restore or

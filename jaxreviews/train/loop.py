@@ -557,7 +557,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, callb
         # Orbax's manager starts a clean-up thread: made once the data is read, so that a data error
         # ends the process without it.
         ckpt = context.enter_context(contextlib.closing(checkpoints.RunCheckpoints(
-            run_dir.path, keep=config.train.keep_checkpoints, background=config.train.async_checkpoints)))
+            run_dir.path, keep=config.train.keep_checkpoints, background=experiment.background_checkpoints)))
         # The steps are traced with the mesh in effect: a kernel that walks its batch in chunks
         # keeps every device on its own rows (models.layers.batch_shards).
         context.enter_context(jax.set_mesh(experiment.mesh))
