@@ -76,7 +76,7 @@ def _no_orbax_traceback(record: logging.LogRecord) -> bool:
     return record.exc_info is None or f"{os.sep}orbax{os.sep}" not in (record.pathname or "")
 
 
-def _debug() -> bool:
+def _debug() -> bool:  # experiments.cli's test too: it reads it before importing the (heavy) package
     return os.environ.get("JAXREVIEWS_DEBUG", "") not in ("", "0") or "--verbose" in sys.argv
 
 

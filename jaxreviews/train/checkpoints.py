@@ -9,8 +9,9 @@ With `background=True` (`train.async_checkpoints`: a run's default on accelerato
 the background: orbax copies the state's arrays to the host before `save` returns, so the train step may donate (and
 overwrite) those buffers at once, and writes the files while training goes on; one save per
 manager is in flight at a time (one in all in a multi-process job, whose saves synchronise the
-processes through barriers that two saves in flight would share). A write that failed is raised at the next save, restore or
-`close` as a one-line error naming the directory (a full disk as ENOSPC), never lost.
+processes through barriers that two saves in flight would share). A write that failed is raised
+at the next save, restore or `close` as a one-line error naming the directory (a full disk as
+ENOSPC), never lost.
 
 A latest checkpoint that cannot be read (a truncated file, a missing manifest: a disk that filled
 up, a copy cut short) is set aside in `checkpoints/unreadable/` (never deleted) with a warning
@@ -181,8 +182,7 @@ class RunCheckpoints:
     def _restore(self, manager, target, step=None):
         """(state, meta) at `step` (default the newest). `target` None restores the saved tree
         onto this process's first device, whatever devices saved it (a run trained on 8 devices
-        or a pod, loaded on a laptop)."""
-        self._finish(manager)
+        or a pod, loaded on a laptop). The caller has waited for `manager`'s save in flight."""
         step = manager.latest_step() if step is None else step
         if step is None:
             return None
@@ -201,6 +201,7 @@ class RunCheckpoints:
         self._save(self.snapshots, step, state, meta)
 
     def restore_snapshot(self, target, step: int):
+        self._finish(self.snapshots)
         return self._restore(self.snapshots, target, step)
 
     def restore_latest(self, target, *, set_aside: bool = True):

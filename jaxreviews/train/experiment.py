@@ -97,7 +97,11 @@ class Experiment:
     programs: Programs
     program_key: str
     steps_per_transfer: int = 1  # training batches moved to the device at once (`transfer_steps`)
-    background_checkpoints: bool = False  # checkpoints written while training goes on (`checkpoint_writes`)
+
+    @property
+    def background_checkpoints(self) -> bool:
+        """Checkpoints written while training goes on (`checkpoint_writes`, in model.json's "auto")."""
+        return self.model_info["auto"]["train.async_checkpoints"] == "background"
 
     @property
     def num_members(self) -> int:
@@ -261,7 +265,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, *, cache: ProgramCach
         seeds=seeds, hyperparameters=hyperparameters, own_batches=own_batches,
         snapshot_steps=snapshot_steps(config, train_batches.steps_per_epoch), execution=execution,
         state_sharding=state_sharding, example_batch=example_batch, programs=programs, program_key=key,
-        steps_per_transfer=per_transfer, background_checkpoints=auto["train.async_checkpoints"] == "background")
+        steps_per_transfer=per_transfer)
     if is_main and len(seeds) > 1:
         described = population.describe(hyperparameters)
         log.info("members: %d (seeds %s), mesh %s, %s, %s training order%s%s", len(seeds), _seed_range(seeds),

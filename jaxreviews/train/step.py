@@ -131,7 +131,9 @@ def _row_sparse_train_step(model, tx, head_config, sparse: optimizers.SparseTabl
 
         (data_loss, (outputs, model_state, lookups)), (grads, row_grads) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(state.params, zeros)
-        rows, row_gradients = _distinct_rows(lookups, row_grads, state.params)
+        named = {optimizers.path_name(path): leaf
+                 for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+        rows, row_gradients = _distinct_rows(lookups, row_grads, named)
         tables = set(rows)
         flat = {optimizers.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]}
         missing = sorted(name for name in flat if optimizers.is_table(name) and name not in tables)
@@ -150,11 +152,9 @@ def _row_sparse_train_step(model, tx, head_config, sparse: optimizers.SparseTabl
         def dense_update(path, param, update):
             return param if optimizers.is_table(optimizers.path_name(path)) else optax.apply_updates(param, update)
 
-        params = jax.tree_util.tree_map_with_path(dense_update, state.params, updates)
-        flat_params = {optimizers.path_name(path): leaf
-                       for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+        params = jax.tree_util.tree_map_with_path(dense_update, state.params, updates)  # tables as they were
         new_tables, moments, rows_update_squared = sparse.update(
-            {name: flat_params[name] for name in tables}, optimizers.find_table_moments(opt_state), rows,
+            {name: named[name] for name in tables}, optimizers.find_table_moments(opt_state), rows,
             row_gradients, state.step, scale)
         params = jax.tree_util.tree_map_with_path(
             lambda path, leaf: new_tables.get(optimizers.path_name(path), leaf), params)
@@ -171,10 +171,11 @@ def _row_sparse_train_step(model, tx, head_config, sparse: optimizers.SparseTabl
     return train_step
 
 
-def _distinct_rows(lookups: dict, row_grads: dict, params) -> tuple[dict, dict]:
+def _distinct_rows(lookups: dict, row_grads: dict, params: dict) -> tuple[dict, dict]:
     """For each table looked up: its distinct row ids [R] (R = its lookups; the unused end padded
     with the table's row count, out of range) and each row's gradient [R, dim], the sum of its
-    lookups' gradients. Keyed by the table's parameter path ('user_embedding/embedding')."""
+    lookups' gradients. Keyed by the table's parameter path ('user_embedding/embedding'), as
+    `params` (parameters by path) is."""
     ids_of, grads_of = {}, {}
     for path, ids in jax.tree_util.tree_flatten_with_path(lookups)[0]:  # <module>/ids/<i>
         module = optimizers.path_name(path[:-2])
@@ -182,12 +183,11 @@ def _distinct_rows(lookups: dict, row_grads: dict, params) -> tuple[dict, dict]:
     for path, grad in jax.tree_util.tree_flatten_with_path(row_grads)[0]:  # <module>/rows
         module = optimizers.path_name(path[:-1])
         grads_of.setdefault(module, []).append(grad.reshape(-1, grad.shape[-1]).astype(jnp.float32))
-    flat = {optimizers.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
     rows, gradients = {}, {}
     for module, parts in ids_of.items():
         name = f"{module}/embedding"
         ids, grad = jnp.concatenate(parts), jnp.concatenate(grads_of[module])
-        table_rows = flat[name].shape[0]
+        table_rows = params[name].shape[0]
         distinct = jnp.unique(ids, size=ids.shape[0], fill_value=table_rows)
         slot = jnp.searchsorted(distinct, ids)
         rows[name] = distinct
